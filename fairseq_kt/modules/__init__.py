@@ -1,0 +1,1 @@
+"""Pure-torch building blocks (no fairseq import): CIF, attention, CL head, losses."""

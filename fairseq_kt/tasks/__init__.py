@@ -1,0 +1,1 @@
+"""Registered with fairseq when the package is imported."""

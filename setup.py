@@ -1,0 +1,39 @@
+"""fairseq_kt: knowledge transferring from pre-trained LMs into wav2vec2 CTC models (a fairseq plugin)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq_kt",
+    version="0.1.0",
+    description=(
+        "fairseq plugin: CTC fine-tuning of wav2vec2 with knowledge transferring from pre-trained "
+        "language models (Deng et al., ICASSP 2022)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["fairseq_kt", "fairseq_kt.*"]),
+    # fairseq itself is an extra: a user with their own fairseq checkout installs that instead
+    # (see README, "Installing with your own fairseq").
+    install_requires=[
+        "torch>=2.1",
+        "transformers>=4.40",
+        "sentencepiece",
+        "soundfile",
+        "editdistance",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={
+        "fairseq": ["ve-fairseq==0.12.3"],
+        "test": ["pytest>=7", "ruff"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={
+        "console_scripts": [
+            "fairseq-kt-demo=fairseq_kt.cli.demo:main",
+            "fairseq-kt-evaluate=fairseq_kt.cli.evaluate:main",
+        ]
+    },
+)
