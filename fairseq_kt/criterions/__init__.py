@@ -1,1 +1,2 @@
-"""Registered with fairseq when the package is imported."""
+"""Criteria registered with fairseq."""
+from fairseq_kt.criterions import ctc_kt  # noqa: F401

@@ -1,1 +1,2 @@
-"""Registered with fairseq when the package is imported."""
+"""Tasks registered with fairseq."""
+from fairseq_kt.tasks import audio_kt  # noqa: F401

@@ -1,0 +1,113 @@
+"""``audio_kt``: fairseq's ``audio_finetuning`` plus transcripts tokenized for the teacher LM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from fairseq.dataclass import ChoiceEnum
+from fairseq.tasks import register_task
+from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
+from omegaconf import II
+
+from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
+from fairseq_kt.teachers import load_tokenizer, max_positions, num_special_tokens
+
+logger = logging.getLogger(__name__)
+
+TEXT_CASE_CHOICES = ChoiceEnum(["lower", "keep"])
+
+
+@dataclass
+class AudioKtConfig(AudioFinetuningConfig):
+    text_labels: str = field(
+        default="wrd",
+        metadata={"help": "extension of the transcript files ({split}.{text_labels}) the teacher LM reads"},
+    )
+    lm_path: Optional[str] = field(
+        default=II("criterion.lm_path"),
+        metadata={"help": "teacher LM whose tokenizer makes the LM token ids; follows criterion.lm_path"},
+    )
+    lm_text_case: TEXT_CASE_CHOICES = field(  # type: ignore[valid-type]
+        default="lower",
+        metadata={"help": "'lower' lower-cases transcripts before LM tokenization (.wrd files are often upper-case)"},
+    )
+    lm_max_tokens: int = field(
+        default=0,
+        metadata={"help": "truncate LM token ids to this many; 0 = the teacher's max positions minus its specials"},
+    )
+
+
+def count_lines(path: str, skip_header: bool = False) -> int:
+    with open(path, encoding="utf-8") as f:
+        n = sum(1 for _ in f)
+    return max(n - 1, 0) if skip_header else n
+
+
+@register_task("audio_kt", dataclass=AudioKtConfig)
+class AudioKtTask(AudioFinetuningTask):
+    """Audio fine-tuning whose batches also carry ``lm_tokens``/``lm_lengths``/``lm_text`` for ``ctc_kt``."""
+
+    cfg: AudioKtConfig
+
+    def __init__(self, cfg: AudioKtConfig) -> None:
+        super().__init__(cfg)
+        self.encoder_dim: Optional[int] = None
+
+    def _lm_max_tokens(self) -> Optional[int]:
+        if self.cfg.lm_path is None:
+            return None
+        if self.cfg.lm_max_tokens > 0:
+            return int(self.cfg.lm_max_tokens)
+        # room for [CLS]/[SEP] (BERT-like) or the start token (causal LMs)
+        specials = max(num_special_tokens(load_tokenizer(self.cfg.lm_path), causal=False), 1)
+        return max_positions(self.cfg.lm_path) - specials
+
+    def check_split_files(self, split: str) -> None:
+        """Clear errors for missing files or line counts that disagree with the manifest."""
+        data = self.cfg.data
+        manifest = os.path.join(data, f"{split}.tsv")
+        if not os.path.isfile(manifest):
+            raise FileNotFoundError(f"manifest {manifest} not found (task.data={data}, split {split!r})")
+        n_audio = count_lines(manifest, skip_header=True)
+        for ext in dict.fromkeys([self.cfg.labels, self.cfg.text_labels]):
+            path = os.path.join(data, f"{split}.{ext}")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} not found: every manifest needs its .{ext} file (split {split!r})")
+            n = count_lines(path)
+            if n != n_audio:
+                raise ValueError(f"{path} has {n} lines but the manifest {manifest} lists {n_audio} utterances")
+
+    def load_dataset(self, split: str, task_cfg: Any = None, **kwargs: Any) -> None:
+        task_cfg = task_cfg or self.cfg
+        if task_cfg.multi_corpus_keys is not None:
+            raise ValueError("task.multi_corpus_keys is not supported by audio_kt; use one manifest per split")
+        self.check_split_files(split)
+        super().load_dataset(split, task_cfg, **kwargs)
+        inner = self.datasets[split]
+        skipped = getattr(getattr(inner, "dataset", inner), "skipped_indices", set())
+        text_path = os.path.join(self.cfg.data, f"{split}.{self.cfg.text_labels}")
+        with open(text_path, encoding="utf-8") as f:
+            transcripts = [line.rstrip("\n") for i, line in enumerate(f) if i not in skipped]
+        self.datasets[split] = LmTranscriptDataset(
+            inner,
+            transcripts,
+            lm_path=self.cfg.lm_path,
+            max_tokens=self._lm_max_tokens(),
+            lowercase=self.cfg.lm_text_case == "lower",
+            source=text_path,
+        )
+
+    def build_model(self, model_cfg: Any, from_checkpoint: bool = False) -> Any:
+        model = super().build_model(model_cfg, from_checkpoint)
+        self.encoder_dim = encoder_dim_of(model)
+        return model
+
+
+def encoder_dim_of(model: Any) -> Optional[int]:
+    """Width of the states the CTC projection reads (``w2v_encoder.proj`` input), or None if not a wav2vec_ctc."""
+    encoder = getattr(model, "w2v_encoder", None)
+    proj = getattr(encoder, "proj", None)
+    return int(proj.in_features) if proj is not None else None
