@@ -12,7 +12,6 @@ teacher LM is frozen, loaded once per process and kept out of the criterion's st
 parameters (trained with the model, saved under the checkpoint's ``criterion`` key, dropped by export).
 """
 
-from __future__ import annotations
 
 import contextlib
 import logging

@@ -1,6 +1,5 @@
 """``audio_kt``: fairseq's ``audio_finetuning`` plus transcripts tokenized for the teacher LM."""
 
-from __future__ import annotations
 
 import logging
 import os
