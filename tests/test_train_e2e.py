@@ -1,0 +1,116 @@
+"""End to end through fairseq's own trainer: fairseq-hydra-train with ctc_kt, evaluation, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import make_corpus, tiny_w2v
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "finetune"
+USER_DIR = ROOT / "fairseq_kt"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"), train=24, valid=6)
+
+
+@pytest.fixture(scope="module")
+def w2v(tmp_path_factory, corpus):
+    return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(CONFIGS), "--config-name", config,
+        f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir / 'hydra'}", "common.log_interval=1",
+        "dataset.max_tokens=200000", *overrides,
+    ]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    return out
+
+
+def evaluate(ckpt: Path, data: Path, subset: str, tmp: Path) -> dict:
+    cmd = [sys.executable, "-m", "fairseq_kt.cli.evaluate", str(ckpt), "--data", str(data), "--subset", subset,
+           "--json", "--device", "cpu", "--results-dir", str(tmp)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    doc = json.loads(proc.stdout)
+    return doc["results"][0] if "results" in doc else doc
+
+
+def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
+    save = tmp_path / "run"
+    common = [
+        f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
+        f"criterion.lm_path={tiny_bert}", "dataset.num_workers=2", "dataset.validate_interval_updates=4",
+        "checkpoint.save_interval_updates=4",
+    ]
+    out = hydra_train("demo_rl_cif", save, [*common, "optimization.max_update=4"])
+    assert re.search(r"loss_kt=[\d.]+", out) and re.search(r"kt_cosine=", out), out[-3000:]
+    assert "num_updates 4" in out or "num_updates=4" in out
+
+    ckpt = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    keys = list(ckpt["criterion"])
+    assert keys and all(k.startswith("kt_head.") for k in keys)  # KT heads only: no teacher in the checkpoint
+    assert ckpt["cfg"]["criterion"]["_name"] == "ctc_kt" and ckpt["cfg"]["task"]["_name"] == "audio_kt"
+    head_bytes = sum(v.numel() * v.element_size() for v in ckpt["criterion"].values())
+    teacher_bytes = sum(f.stat().st_size for f in Path(tiny_bert).glob("*.safetensors"))
+    assert head_bytes < 10 * teacher_bytes and (save / "checkpoint_last.pt").stat().st_size < 20e6
+
+    n_valid = len((corpus / "valid.tsv").read_text().splitlines()) - 1
+    result = evaluate(save / "checkpoint_last.pt", corpus, "valid", tmp_path / "eval")
+    assert result["num_utterances"] == n_valid
+    assert 0 <= result["cer"] and 0 <= result["wer"]
+
+    # resume from checkpoint_last.pt: fairseq restores model, optimizer and the KT heads (strictly)
+    out2 = hydra_train("demo_rl_cif", save, [*common, "optimization.max_update=6"])
+    assert re.search(r"[Ll]oaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 4 updates\)", out2), out2[-3000:]
+    ckpt2 = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
+    assert ckpt2["optimizer_history"][-1]["num_updates"] == 6
+    assert any(not torch.equal(ckpt["criterion"][k], ckpt2["criterion"][k]) for k in keys)  # heads kept training
+
+
+@pytest.mark.parametrize("method", ["none", "rl_attention", "cl"])
+def test_every_method_trains(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method):
+    lm = tiny_gpt2 if method == "cl" else tiny_bert
+    config = "demo_rl_cif" if method == "none" else f"demo_{method}"
+    overrides = [f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
+                 f"criterion.lm_path={lm}", "optimization.max_update=2", "dataset.num_workers=0",
+                 f"criterion.kt_method={method}"]
+    out = hydra_train(config, tmp_path / method, overrides)
+    if method == "none":
+        assert "loss_kt" not in out
+    else:
+        assert re.search(r"loss_kt=[\d.]+", out), out[-3000:]
+        assert ("kt_accuracy=" in out) == (method == "cl")
+
+
+def test_warm_start_from_a_plain_ctc_checkpoint(corpus, w2v, tiny_bert, tmp_path):
+    base = tmp_path / "base"
+    hydra_train("demo_baseline", base, [f"task.data={corpus}", f"model.w2v_path={w2v}", "optimization.max_update=2",
+                                        "dataset.num_workers=0"])
+    kt = tmp_path / "kt"
+    out = hydra_train("demo_rl_cif", kt, [
+        f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
+        f"criterion.lm_path={tiny_bert}", "optimization.max_update=2", "dataset.num_workers=0",
+        f"checkpoint.finetune_from_model={base / 'checkpoint_last.pt'}",
+    ])
+    assert "loss_kt" in out
