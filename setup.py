@@ -33,7 +33,9 @@ setup(
     entry_points={
         "console_scripts": [
             "fairseq-kt-demo=fairseq_kt.cli.demo:main",
+            "fairseq-kt-prepare=fairseq_kt.cli.prepare:main",
             "fairseq-kt-evaluate=fairseq_kt.cli.evaluate:main",
+            "fairseq-kt-export=fairseq_kt.cli.export:main",
         ]
     },
 )
