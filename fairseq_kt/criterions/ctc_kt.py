@@ -145,6 +145,7 @@ class CtcKtCriterion(CtcCriterion):
         self.quantity_weight = float(cfg.quantity_weight) if self.kt_method == "rl_cif" else 0.0
         self.kt_head: Optional[nn.Module] = None
         self._teacher: Optional[Teacher] = None  # a plain attribute: never in state_dict(), train(), half()
+        self.num_nonfinite = 0
         if self.kt_method == "none":
             return
 
@@ -209,6 +210,13 @@ class CtcKtCriterion(CtcCriterion):
         states = captured["states"].transpose(0, 1)  # B×T×C
         padding_mask = captured.get("padding_mask")
         kt = self.kt_losses(states, padding_mask, sample["lm_tokens"], sample["lm_lengths"])
+        nonfinite = not bool(torch.isfinite(kt.kt + kt.quantity))
+        if nonfinite:  # drop the KT terms of this batch, keep CTC; counted in the logs as kt_nonfinite
+            self.num_nonfinite += 1
+            logger.warning("ctc_kt: non-finite KT loss (kt=%s, quantity=%s) in a batch of ids %s; KT terms dropped "
+                           "for this batch (%d so far)", float(kt.kt), float(kt.quantity),
+                           sample["id"].tolist()[:8], self.num_nonfinite)
+            kt = KtLosses(*(torch.zeros_like(t) for t in (kt.kt, kt.quantity, kt.cosine_sum, kt.correct, kt.count)))
         loss = (1.0 - self.kt_weight) * ctc_loss + self.kt_weight * kt.kt + self.quantity_weight * kt.quantity
         logging_output.update(
             loss=utils.item(loss.data),
@@ -216,6 +224,7 @@ class CtcKtCriterion(CtcCriterion):
             loss_kt=utils.item(kt.kt.data),
             loss_quantity=utils.item(kt.quantity.data),
             kt_count=utils.item(kt.count.data),
+            kt_nonfinite=int(nonfinite),
         )
         if self.kt_method == "cl":
             logging_output["kt_correct"] = utils.item(kt.correct.data)
@@ -248,6 +257,8 @@ class CtcKtCriterion(CtcCriterion):
         for key in ("loss_ctc", "loss_kt", "loss_quantity"):
             metrics.log_scalar(key, total(key) / max(sample_size, 1) / math.log(2), sample_size, round=3)
         metrics.log_scalar("_kt_count", total("kt_count"))
+        if total("kt_nonfinite") > 0:
+            metrics.log_scalar("kt_nonfinite", total("kt_nonfinite"), round=0)
         if any("kt_cosine_sum" in log for log in logging_outputs):  # RL: mean cosine similarity to the teacher
             metrics.log_scalar("_kt_cosine_sum", total("kt_cosine_sum"))
             metrics.log_derived(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Optional
 
+import soundfile as sf
 import torch
 from fairseq.data import BaseWrapperDataset
 
@@ -19,7 +21,9 @@ class LmTranscriptDataset(BaseWrapperDataset):
     Tokenization happens in ``__getitem__`` (so in the data loader workers); the tokenizer is loaded lazily in each
     process from ``lm_path``, which keeps the dataset picklable. Transcripts with more tokens than ``max_tokens``
     (the teacher's positions minus its special tokens) are truncated; each truncation is logged with the
-    utterance's line number and counted in :attr:`num_truncated` (per process).
+    utterance's line number and counted in :attr:`num_truncated` (per process). Audio that cannot be used (missing
+    or corrupt file, wrong sample rate, more than one channel) raises an error naming the manifest line and file, or,
+    with ``skip_bad_audio``, is dropped from its batch with a warning and counted in :attr:`num_bad_audio`.
 
     Batches gain ``lm_tokens`` (B×N long, right-padded with 0), ``lm_lengths`` (B long) and ``lm_text``
     (list of B strings), in the order of ``sample["id"]``.
@@ -41,6 +45,9 @@ class LmTranscriptDataset(BaseWrapperDataset):
         max_tokens: Optional[int] = None,
         lowercase: bool = True,
         source: str = "",
+        manifest: str = "",
+        manifest_lines: Optional[list[int]] = None,
+        skip_bad_audio: bool = False,
     ) -> None:
         super().__init__(dataset)
         if len(transcripts) != len(dataset):
@@ -50,7 +57,11 @@ class LmTranscriptDataset(BaseWrapperDataset):
         self.max_tokens = max_tokens
         self.lowercase = lowercase
         self.source = source
+        self.manifest = manifest
+        self.manifest_lines = manifest_lines
+        self.skip_bad_audio = skip_bad_audio
         self.num_truncated = 0
+        self.num_bad_audio = 0
         self._tokenizer: Any = None
 
     def __getstate__(self) -> dict:
@@ -68,8 +79,48 @@ class LmTranscriptDataset(BaseWrapperDataset):
         text = self.transcripts[index]
         return text.lower() if self.lowercase else text
 
+    def _manifest_line(self, index: int) -> int:
+        """1-based line of the manifest that describes dataset item ``index`` (line 1 is the audio root)."""
+        original = self.manifest_lines[index] if self.manifest_lines is not None else index
+        return original + 2
+
+    def _audio_path(self, index: int) -> Optional[str]:
+        inner = self.dataset
+        while not hasattr(inner, "fnames") and hasattr(inner, "dataset"):
+            inner = inner.dataset
+        fnames = getattr(inner, "fnames", None)
+        if fnames is None:
+            return None
+        name = fnames[index]
+        name = name if isinstance(name, (str, bytes)) else name.as_py()
+        compressor = getattr(inner, "text_compressor", None)
+        if compressor is not None:
+            name = compressor.decompress(name)
+        return os.path.join(getattr(inner, "root_dir", ""), name)
+
+    def _load_audio_item(self, index: int) -> dict:
+        """The wrapped item, or a clear error (or a counted skip) naming the manifest line and the audio file."""
+        path = self._audio_path(index)
+        try:
+            if path is not None and not os.path.isfile(path):
+                raise FileNotFoundError("no such file")
+            if path is not None:
+                channels = sf.info(path).channels
+                if channels != 1:
+                    raise ValueError(f"{channels} channels; wav2vec2 expects mono (fairseq-kt-prepare --downmix)")
+            return self.dataset[index]
+        except Exception as err:  # soundfile, fairseq's sample-rate check, a missing file, ...
+            where = f"{self.manifest} line {self._manifest_line(index)} ({path})"
+            if not self.skip_bad_audio:
+                raise RuntimeError(f"{where}: unusable audio: {err} (task.skip_bad_audio=true skips such files)") \
+                    from err
+            self.num_bad_audio += 1
+            logger.warning("%s: skipped, unusable audio: %s (%d skipped so far in this process)", where, err,
+                           self.num_bad_audio)
+            return {"id": index, "source": None, "label": torch.zeros(0, dtype=torch.long)}
+
     def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
+        item = self._load_audio_item(index)
         text = self.text(index)
         item["lm_text"] = text
         if self.lm_path is not None:

@@ -17,6 +17,7 @@ from fairseq_kt.teachers import load_tokenizer, max_positions, num_special_token
 logger = logging.getLogger(__name__)
 
 TEXT_CASE_CHOICES = ChoiceEnum(["lower", "keep"])
+UNKNOWN_LABELS_CHOICES = ChoiceEnum(["warn", "error"])
 
 
 @dataclass
@@ -32,6 +33,16 @@ class AudioKtConfig(AudioFinetuningConfig):
     lm_text_case: TEXT_CASE_CHOICES = field(  # type: ignore[valid-type]
         default="lower",
         metadata={"help": "'lower' lower-cases transcripts before LM tokenization (.wrd files are often upper-case)"},
+    )
+    skip_bad_audio: bool = field(
+        default=False,
+        metadata={"help": "drop unusable audio (missing/corrupt file, wrong sample rate, not mono) from batches "
+                  "with a logged, counted warning instead of stopping with an error naming the manifest line"},
+    )
+    unknown_labels: UNKNOWN_LABELS_CHOICES = field(  # type: ignore[valid-type]
+        default="warn",
+        metadata={"help": "CTC label symbols missing from dict.{labels}.txt: 'warn' logs how many and where "
+                  "(fairseq maps them to <unk>), 'error' stops"},
     )
     lm_max_tokens: int = field(
         default=0,
@@ -90,6 +101,8 @@ class AudioKtTask(AudioFinetuningTask):
         text_path = os.path.join(self.cfg.data, f"{split}.{self.cfg.text_labels}")
         with open(text_path, encoding="utf-8") as f:
             transcripts = [line.rstrip("\n") for i, line in enumerate(f) if i not in skipped]
+        self.check_label_symbols(split)
+        n_manifest = count_lines(os.path.join(self.cfg.data, f"{split}.tsv"), skip_header=True)
         self.datasets[split] = LmTranscriptDataset(
             inner,
             transcripts,
@@ -97,7 +110,31 @@ class AudioKtTask(AudioFinetuningTask):
             max_tokens=self._lm_max_tokens(),
             lowercase=self.cfg.lm_text_case == "lower",
             source=text_path,
+            manifest=os.path.join(self.cfg.data, f"{split}.tsv"),
+            manifest_lines=[i for i in range(n_manifest) if i not in skipped],
+            skip_bad_audio=bool(self.cfg.skip_bad_audio),
         )
+
+    def check_label_symbols(self, split: str) -> None:
+        """Report CTC label symbols that the dictionary lacks (fairseq silently maps them to ``<unk>``)."""
+        path = os.path.join(self.cfg.data, f"{split}.{self.cfg.labels}")
+        known = set(self.target_dictionary.symbols)
+        unknown: dict[str, int] = {}
+        first: list[str] = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                bad = [s for s in line.split() if s not in known]
+                for sym in bad:
+                    unknown[sym] = unknown.get(sym, 0) + 1
+                if bad and len(first) < 5:
+                    first.append(f"line {lineno}: {' '.join(sorted(set(bad)))}")
+        if not unknown:
+            return
+        msg = (f"{path}: {sum(unknown.values())} label symbols in {len(unknown)} kinds are not in "
+               f"dict.{self.cfg.labels}.txt ({', '.join(sorted(unknown)[:20])}); first at {'; '.join(first)}")
+        if self.cfg.unknown_labels == "error":
+            raise ValueError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
+        logger.warning("%s; they become <unk>", msg)
 
     def build_model(self, model_cfg: Any, from_checkpoint: bool = False) -> Any:
         model = super().build_model(model_cfg, from_checkpoint)
