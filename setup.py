@@ -36,6 +36,7 @@ setup(
             "fairseq-kt-prepare=fairseq_kt.cli.prepare:main",
             "fairseq-kt-evaluate=fairseq_kt.cli.evaluate:main",
             "fairseq-kt-export=fairseq_kt.cli.export:main",
+            "fairseq-kt-cache-teacher=fairseq_kt.cli.cache_teacher:main",
         ]
     },
 )

@@ -100,6 +100,14 @@ def num_special_tokens(tokenizer: Any, causal: bool) -> int:
     return int(tokenizer.cls_token_id is not None) + int(tokenizer.sep_token_id is not None)
 
 
+def lm_max_tokens(lm_path: str, tokenizer: Any, configured: int = 0) -> int:
+    """How many LM tokens of a transcript are kept: ``configured`` if > 0, else the teacher's maximum positions
+    minus room for its special tokens (``[CLS]``/``[SEP]``, or a causal LM's start token)."""
+    if configured > 0:
+        return int(configured)
+    return max_positions(lm_path) - max(num_special_tokens(tokenizer, causal=False), 1)
+
+
 class Teacher:
     """A frozen LM that gives hidden states for transcripts' token ids.
 

@@ -142,3 +142,24 @@ def test_transcript_count_mismatch_is_a_clear_error(corpus, w2v, tiny_bert, tmp_
 def test_kt_needs_lm_path_and_audio_kt(corpus, w2v):
     with pytest.raises(ValueError, match="needs criterion.lm_path"):
         build(corpus, w2v, None, kt_method="rl_cif")
+
+
+@pytest.mark.parametrize("method", ["rl_cif", "cl"])
+def test_teacher_cache_gives_the_same_loss(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method):
+    from fairseq_kt.teacher_cache import build_cache
+
+    lm = tiny_gpt2 if method == "cl" else tiny_bert
+    build_cache(str(corpus), "train", lm, str(tmp_path / "cache"), causal=method == "cl", dtype="float32",
+                progress=False)
+    _, task, model, live = build(corpus, w2v, lm, kt_method=method)
+    _, _, _, cached = build(corpus, w2v, lm, kt_method=method, teacher_cache=str(tmp_path / "cache"))
+    assert cached.teacher is None  # the LM never runs with a cache
+    cached.load_state_dict(live.state_dict())
+    sample = first_batch(task)
+    model.eval()
+    live.eval()
+    cached.eval()
+    a, _, log_a = live(model, sample)
+    b, _, log_b = cached(model, sample)
+    assert math.isclose(log_a["loss_kt"], log_b["loss_kt"], rel_tol=1e-4)
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)

@@ -30,6 +30,7 @@ from fairseq.logging.meters import safe_round
 from torch import Tensor, nn
 
 from fairseq_kt.modules.kt_heads import ClHead, KtLosses, RlAttentionHead, RlCifHead
+from fairseq_kt.teacher_cache import TeacherCache
 from fairseq_kt.teachers import DTYPES, Teacher, get_teacher
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     teacher_dtype: TEACHER_DTYPE_CHOICES = field(  # type: ignore[valid-type]
         default="float32",
         metadata={"help": "dtype the frozen teacher runs in; the trainer never casts it (fp16/bf16 training)"},
+    )
+    teacher_cache: Optional[str] = field(
+        default=None,
+        metadata={"help": "directory of teacher states precomputed by fairseq-kt-cache-teacher (cache every subset "
+                  "that is trained or validated on); the teacher LM then never runs"},
     )
     encoder_dim: int = field(
         default=0,
@@ -145,6 +151,7 @@ class CtcKtCriterion(CtcCriterion):
         self.quantity_weight = float(cfg.quantity_weight) if self.kt_method == "rl_cif" else 0.0
         self.kt_head: Optional[nn.Module] = None
         self._teacher: Optional[Teacher] = None  # a plain attribute: never in state_dict(), train(), half()
+        self._cache: Optional[TeacherCache] = None
         self.num_nonfinite = 0
         if self.kt_method == "none":
             return
@@ -166,22 +173,35 @@ class CtcKtCriterion(CtcCriterion):
                 "or set criterion.encoder_dim"
             )
         causal = self.kt_method == "cl"
-        teacher = get_teacher(cfg.lm_path, causal=causal, dtype=str(cfg.teacher_dtype))
-        self._teacher = teacher
+        tied: Optional[Tensor] = None
+        if cfg.teacher_cache:
+            # precomputed states: the LM never runs (loaded only when cl ties its embeddings)
+            self._cache = TeacherCache.open(
+                cfg.teacher_cache, lm_path=cfg.lm_path, causal=causal,
+                lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
+                max_tokens=task._lm_max_tokens() if hasattr(task, "_lm_max_tokens") else None,
+            )
+            lm_dim, vocab_size = self._cache.dim, self._cache.vocab_size
+            if causal and cfg.cl_tie_embeddings:
+                tied = Teacher(cfg.lm_path, causal=True).output_embeddings()
+        else:
+            self._teacher = get_teacher(cfg.lm_path, causal=causal, dtype=str(cfg.teacher_dtype))
+            lm_dim, vocab_size = self._teacher.dim, self._teacher.vocab_size
+            if causal and cfg.cl_tie_embeddings:
+                tied = self._teacher.output_embeddings()
         if self.kt_method == "rl_cif":
             self.kt_head = RlCifHead(
-                encoder_dim, teacher.dim, threshold=cfg.cif_threshold, kernel_size=cfg.cif_kernel_size,
+                encoder_dim, lm_dim, threshold=cfg.cif_threshold, kernel_size=cfg.cif_kernel_size,
                 dropout=cfg.kt_dropout, tail_threshold=cfg.cif_tail_threshold,
             )
         elif self.kt_method == "rl_attention":
             self.kt_head = RlAttentionHead(
-                encoder_dim, teacher.dim, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout,
+                encoder_dim, lm_dim, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout,
                 positions=str(cfg.kt_positions), max_positions=cfg.kt_max_positions,
             )
         else:
             self.kt_head = ClHead(
-                encoder_dim, teacher.dim, teacher.vocab_size, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout,
-                tied_embeddings=teacher.output_embeddings() if cfg.cl_tie_embeddings else None,
+                encoder_dim, lm_dim, vocab_size, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout, tied_embeddings=tied,
             )
         n_params = sum(p.numel() for p in self.kt_head.parameters())
         logger.info("ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
@@ -235,11 +255,14 @@ class CtcKtCriterion(CtcCriterion):
     def kt_losses(self, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor,
                   lm_lengths: Tensor) -> KtLosses:
         """Run the teacher (no grad) and the KT head on one batch; see :mod:`fairseq_kt.modules.kt_heads`."""
-        if self._teacher is None or self.kt_head is None:
+        if self.kt_head is None:
             raise RuntimeError("ctc_kt: kt_losses called with kt_method=none")
         lm_tokens = lm_tokens.to(states.device)
         lm_lengths = lm_lengths.to(states.device)
-        lm_states = self._teacher.hidden_states(lm_tokens, lm_lengths)
+        if self._cache is not None:
+            lm_states = self._cache.lookup(lm_tokens, lm_lengths)
+        else:
+            lm_states = self._teacher.hidden_states(lm_tokens, lm_lengths)
         if isinstance(self.kt_head, ClHead):
             return self.kt_head(states, padding_mask, lm_states, lm_lengths, lm_tokens)
         return self.kt_head(states, padding_mask, lm_states, lm_lengths)

@@ -12,7 +12,7 @@ from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetunin
 from omegaconf import II
 
 from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
-from fairseq_kt.teachers import load_tokenizer, max_positions, num_special_tokens
+from fairseq_kt.teachers import lm_max_tokens, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,7 @@ class AudioKtTask(AudioFinetuningTask):
     def _lm_max_tokens(self) -> Optional[int]:
         if self.cfg.lm_path is None:
             return None
-        if self.cfg.lm_max_tokens > 0:
-            return int(self.cfg.lm_max_tokens)
-        # room for [CLS]/[SEP] (BERT-like) or the start token (causal LMs)
-        specials = max(num_special_tokens(load_tokenizer(self.cfg.lm_path), causal=False), 1)
-        return max_positions(self.cfg.lm_path) - specials
+        return lm_max_tokens(self.cfg.lm_path, load_tokenizer(self.cfg.lm_path), self.cfg.lm_max_tokens)
 
     def check_split_files(self, split: str) -> None:
         """Clear errors for missing files or line counts that disagree with the manifest."""
