@@ -83,14 +83,16 @@ def prepare_gpt2(work: Path, data: Path) -> Path:
     return out
 
 
-def train(method: str, work: Path, data: Path, w2v: Path, lm: Optional[str], max_update: int,
+def train(method: str, run: Path, data: Path, w2v: Path, lm: Optional[str], max_update: int,
           extra: list[str]) -> dict:
-    """Train one method with fairseq-hydra-train (resuming if interrupted); returns its result record."""
-    run = work / "runs" / method
+    """Train one method into ``run`` with fairseq-hydra-train (resuming if interrupted); returns its record.
+
+    A finished run (its ``demo_result.json`` names the same updates and overrides) is reused as is.
+    """
     done = run / "demo_result.json"
     if done.exists():
         record = json.loads(done.read_text())
-        if record.get("max_update") == max_update:
+        if record.get("max_update") == max_update and record.get("overrides", []) == list(extra):
             print(f"[demo] {method}: already trained ({done})", flush=True)
             return record
     run.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def train(method: str, work: Path, data: Path, w2v: Path, lm: Optional[str], max
     if proc.returncode != 0:
         raise SystemExit(f"fairseq-kt-demo: training {method} failed (exit {proc.returncode}); see the log above")
     record = {"method": method, "train_seconds": round(time.time() - start, 1), "max_update": max_update,
-              "checkpoint": str(run / "checkpoint_last.pt")}
+              "overrides": list(extra), "checkpoint": str(run / "checkpoint_last.pt")}
     _atomic_json(done, record)
     return record
 
@@ -171,7 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             lm = args.lm_path
         elif method == "cl":
             lm = args.cl_lm_path or str(prepare_gpt2(work, data))
-        record = train(method, work, data, w2v, lm, args.max_update, args.override)
+        record = train(method, work / "runs" / method, data, w2v, lm, args.max_update, args.override)
         result = evaluate(record["checkpoint"], data, "test")
         rows.append({**record, **result})
     table = format_table(rows)
