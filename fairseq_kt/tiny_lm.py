@@ -15,8 +15,16 @@ from pathlib import Path
 import torch
 
 
-def write_tiny_bert(path: str | os.PathLike, words: Iterable[str], *, hidden_size: int = 32, layers: int = 2,
-                    heads: int = 2, max_positions: int = 64, seed: int = 0) -> str:
+def write_tiny_bert(
+    path: str | os.PathLike,
+    words: Iterable[str],
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    max_positions: int = 64,
+    seed: int = 0,
+) -> str:
     """A random-weight BERT with a lower-case word-level WordPiece vocabulary (letters as fallback pieces).
 
     Returns:
@@ -34,16 +42,30 @@ def write_tiny_bert(path: str | os.PathLike, words: Iterable[str], *, hidden_siz
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(str(out))
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=hidden_size * 2,
-                        max_position_embeddings=max_positions)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden_size * 2,
+        max_position_embeddings=max_positions,
+    )
     BertModel(config).save_pretrained(str(out))
     return str(out)
 
 
-def write_tiny_gpt2(path: str | os.PathLike, texts: Sequence[str], *, vocab_size: int = 300, hidden_size: int = 32,
-                    layers: int = 2, heads: int = 2, max_positions: int = 128, train_steps: int = 0,
-                    seed: int = 0) -> str:
+def write_tiny_gpt2(
+    path: str | os.PathLike,
+    texts: Sequence[str],
+    *,
+    vocab_size: int = 300,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    max_positions: int = 128,
+    train_steps: int = 0,
+    seed: int = 0,
+) -> str:
     """A GPT2 with a byte-level BPE tokenizer trained on ``texts``; optionally trained on them as an LM.
 
     Args:
@@ -62,16 +84,24 @@ def write_tiny_gpt2(path: str | os.PathLike, texts: Sequence[str], *, vocab_size
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[eos],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[eos], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     bpe.train_from_iterator([t.lower() for t in texts], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=eos, eos_token=eos, unk_token=eos,
-                                        pad_token=eos)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token=eos, eos_token=eos, unk_token=eos, pad_token=eos
+    )
     tokenizer.save_pretrained(str(out))
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=hidden_size, n_layer=layers, n_head=heads,
-                        n_positions=max_positions, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=hidden_size,
+        n_layer=layers,
+        n_head=heads,
+        n_positions=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     if train_steps > 0:
         _train_lm(model, tokenizer, [t.lower() for t in texts], train_steps, seed)

@@ -149,8 +149,9 @@ def test_teacher_cache_gives_the_same_loss(corpus, w2v, tiny_bert, tiny_gpt2, tm
     from fairseq_kt.teacher_cache import build_cache
 
     lm = tiny_gpt2 if method == "cl" else tiny_bert
-    build_cache(str(corpus), "train", lm, str(tmp_path / "cache"), causal=method == "cl", dtype="float32",
-                progress=False)
+    build_cache(
+        str(corpus), "train", lm, str(tmp_path / "cache"), causal=method == "cl", dtype="float32", progress=False
+    )
     _, task, model, live = build(corpus, w2v, lm, kt_method=method)
     _, _, _, cached = build(corpus, w2v, lm, kt_method=method, teacher_cache=str(tmp_path / "cache"))
     assert cached.teacher is None  # the LM never runs with a cache

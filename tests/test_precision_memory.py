@@ -12,8 +12,8 @@ import torch
 
 from fairseq_kt.modules.kt_heads import RlCifHead
 from fairseq_kt.teachers import Teacher
-from tests.test_train_e2e import USER_DIR, hydra_train
 from tests.helpers import make_corpus, tiny_w2v
+from tests.test_train_e2e import USER_DIR, hydra_train
 
 
 def test_heads_in_bf16_compute_losses_in_float32():
@@ -39,11 +39,20 @@ def test_teacher_dtype_is_chosen_and_outputs_float32(tiny_bert, dtype):
 def test_bf16_training_through_fairseq_on_cpu(tmp_path, tiny_bert):
     corpus = make_corpus(tmp_path / "corpus", train=8, valid=2)
     w2v = tiny_w2v(tmp_path / "w2v.pt", corpus)
-    out = hydra_train("demo_rl_cif", tmp_path / "run", [
-        f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
-        f"criterion.lm_path={tiny_bert}", "optimization.max_update=2", "dataset.num_workers=0", "common.bf16=true",
-        "dataset.validate_interval_updates=2",
-    ])
+    out = hydra_train(
+        "demo_rl_cif",
+        tmp_path / "run",
+        [
+            f"common.user_dir={USER_DIR}",
+            f"task.data={corpus}",
+            f"model.w2v_path={w2v}",
+            f"criterion.lm_path={tiny_bert}",
+            "optimization.max_update=2",
+            "dataset.num_workers=0",
+            "common.bf16=true",
+            "dataset.validate_interval_updates=2",
+        ],
+    )
     assert "loss_kt=" in out and "nan" not in out.split("begin training")[-1].lower()
 
 
@@ -69,8 +78,9 @@ MEMORY_PROBE = textwrap.dedent("""
 
 
 def _cif_peak_kb(frames: int) -> int:
-    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(frames)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(frames)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])["delta_kb"]
 

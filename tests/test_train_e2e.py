@@ -37,9 +37,18 @@ def _env() -> dict[str, str]:
 
 def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
     cmd = [
-        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(CONFIGS), "--config-name", config,
-        f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir / 'hydra'}", "common.log_interval=1",
-        "dataset.max_tokens=200000", *overrides,
+        sys.executable,
+        "-m",
+        "fairseq_cli.hydra_train",
+        "--config-dir",
+        str(CONFIGS),
+        "--config-name",
+        config,
+        f"checkpoint.save_dir={save_dir}",
+        f"hydra.run.dir={save_dir / 'hydra'}",
+        "common.log_interval=1",
+        "dataset.max_tokens=200000",
+        *overrides,
     ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
@@ -48,8 +57,21 @@ def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
 
 
 def evaluate(ckpt: Path, data: Path, subset: str, tmp: Path) -> dict:
-    cmd = [sys.executable, "-m", "fairseq_kt.cli.evaluate", str(ckpt), "--data", str(data), "--subset", subset,
-           "--json", "--device", "cpu", "--results-dir", str(tmp)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fairseq_kt.cli.evaluate",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--subset",
+        subset,
+        "--json",
+        "--device",
+        "cpu",
+        "--results-dir",
+        str(tmp),
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads(proc.stdout)
@@ -59,8 +81,12 @@ def evaluate(ckpt: Path, data: Path, subset: str, tmp: Path) -> dict:
 def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
     save = tmp_path / "run"
     common = [
-        f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
-        f"criterion.lm_path={tiny_bert}", "dataset.num_workers=2", "dataset.validate_interval_updates=4",
+        f"common.user_dir={USER_DIR}",
+        f"task.data={corpus}",
+        f"model.w2v_path={w2v}",
+        f"criterion.lm_path={tiny_bert}",
+        "dataset.num_workers=2",
+        "dataset.validate_interval_updates=4",
         "checkpoint.save_interval_updates=4",
     ]
     out = hydra_train("demo_rl_cif", save, [*common, "optimization.max_update=4"])
@@ -92,9 +118,15 @@ def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
 def test_every_method_trains(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method):
     lm = tiny_gpt2 if method == "cl" else tiny_bert
     config = "demo_rl_cif" if method == "none" else f"demo_{method}"
-    overrides = [f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
-                 f"criterion.lm_path={lm}", "optimization.max_update=2", "dataset.num_workers=0",
-                 f"criterion.kt_method={method}"]
+    overrides = [
+        f"common.user_dir={USER_DIR}",
+        f"task.data={corpus}",
+        f"model.w2v_path={w2v}",
+        f"criterion.lm_path={lm}",
+        "optimization.max_update=2",
+        "dataset.num_workers=0",
+        f"criterion.kt_method={method}",
+    ]
     out = hydra_train(config, tmp_path / method, overrides)
     if method == "none":
         assert "loss_kt" not in out
@@ -105,12 +137,23 @@ def test_every_method_trains(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method
 
 def test_warm_start_from_a_plain_ctc_checkpoint(corpus, w2v, tiny_bert, tmp_path):
     base = tmp_path / "base"
-    hydra_train("demo_baseline", base, [f"task.data={corpus}", f"model.w2v_path={w2v}", "optimization.max_update=2",
-                                        "dataset.num_workers=0"])
+    hydra_train(
+        "demo_baseline",
+        base,
+        [f"task.data={corpus}", f"model.w2v_path={w2v}", "optimization.max_update=2", "dataset.num_workers=0"],
+    )
     kt = tmp_path / "kt"
-    out = hydra_train("demo_rl_cif", kt, [
-        f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
-        f"criterion.lm_path={tiny_bert}", "optimization.max_update=2", "dataset.num_workers=0",
-        f"checkpoint.finetune_from_model={base / 'checkpoint_last.pt'}",
-    ])
+    out = hydra_train(
+        "demo_rl_cif",
+        kt,
+        [
+            f"common.user_dir={USER_DIR}",
+            f"task.data={corpus}",
+            f"model.w2v_path={w2v}",
+            f"criterion.lm_path={tiny_bert}",
+            "optimization.max_update=2",
+            "dataset.num_workers=0",
+            f"checkpoint.finetune_from_model={base / 'checkpoint_last.pt'}",
+        ],
+    )
     assert "loss_kt" in out

@@ -47,8 +47,16 @@ def main() -> None:
             run = work / "runs" / f"{method}_seed{seed}"
             record = demo.train(method, run, data, w2v, lm, args.max_update, [f"common.seed={seed}"])
             result = demo.evaluate(record["checkpoint"], data, "test")
-            rows.append({"method": method, "seed": seed, "wer": result["wer"], "cer": result["cer"],
-                         "train_seconds": record["train_seconds"], "utterances": result["num_utterances"]})
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "wer": result["wer"],
+                    "cer": result["cer"],
+                    "train_seconds": record["train_seconds"],
+                    "utterances": result["num_utterances"],
+                }
+            )
 
     with open(work / "runs.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -83,8 +83,7 @@ def prepare_gpt2(work: Path, data: Path) -> Path:
     return out
 
 
-def train(method: str, run: Path, data: Path, w2v: Path, lm: Optional[str], max_update: int,
-          extra: list[str]) -> dict:
+def train(method: str, run: Path, data: Path, w2v: Path, lm: Optional[str], max_update: int, extra: list[str]) -> dict:
     """Train one method into ``run`` with fairseq-hydra-train (resuming if interrupted); returns its record.
 
     A finished run (its ``demo_result.json`` names the same updates and overrides) is reused as is.
@@ -98,10 +97,18 @@ def train(method: str, run: Path, data: Path, w2v: Path, lm: Optional[str], max_
     run.mkdir(parents=True, exist_ok=True)
     name = "demo_baseline" if method == "baseline" else f"demo_{method}"
     cmd = [
-        sys.executable, "-m", "fairseq_cli.hydra_train",
-        "--config-dir", str(config_dir()), "--config-name", name,
-        f"task.data={data}", f"model.w2v_path={w2v}", f"checkpoint.save_dir={run}",
-        f"optimization.max_update={max_update}", f"hydra.run.dir={run / 'hydra'}",
+        sys.executable,
+        "-m",
+        "fairseq_cli.hydra_train",
+        "--config-dir",
+        str(config_dir()),
+        "--config-name",
+        name,
+        f"task.data={data}",
+        f"model.w2v_path={w2v}",
+        f"checkpoint.save_dir={run}",
+        f"optimization.max_update={max_update}",
+        f"hydra.run.dir={run / 'hydra'}",
     ]
     if method != "baseline":
         user_dir = Path(__file__).resolve().parents[1]
@@ -112,15 +119,31 @@ def train(method: str, run: Path, data: Path, w2v: Path, lm: Optional[str], max_
     proc = subprocess.run(cmd, env=_env())
     if proc.returncode != 0:
         raise SystemExit(f"fairseq-kt-demo: training {method} failed (exit {proc.returncode}); see the log above")
-    record = {"method": method, "train_seconds": round(time.time() - start, 1), "max_update": max_update,
-              "overrides": list(extra), "checkpoint": str(run / "checkpoint_last.pt")}
+    record = {
+        "method": method,
+        "train_seconds": round(time.time() - start, 1),
+        "max_update": max_update,
+        "overrides": list(extra),
+        "checkpoint": str(run / "checkpoint_last.pt"),
+    }
     _atomic_json(done, record)
     return record
 
 
 def evaluate(checkpoint: str, data: Path, subset: str) -> dict:
-    cmd = [sys.executable, "-m", "fairseq_kt.cli.evaluate", checkpoint, "--data", str(data), "--subset", subset,
-           "--json", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "fairseq_kt.cli.evaluate",
+        checkpoint,
+        "--data",
+        str(data),
+        "--subset",
+        subset,
+        "--json",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -133,16 +156,17 @@ def format_table(rows: list[dict]) -> str:
     head = f"{'method':<14}{'test WER %':>11}{'test CER %':>11}{'train s':>9}{'updates':>9}{'utts':>6}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:<14}{r['wer']:>11.2f}{r['cer']:>11.2f}{r['train_seconds']:>9.0f}"
-                     f"{r['max_update']:>9}{r['num_utterances']:>6}")
+        lines.append(
+            f"{r['method']:<14}{r['wer']:>11.2f}{r['cer']:>11.2f}{r['train_seconds']:>9.0f}"
+            f"{r['max_update']:>9}{r['num_utterances']:>6}"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fairseq-kt-demo", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="demo_runs", help="where corpus, checkpoints and results go (reused)")
-    p.add_argument("--methods", default="baseline,rl_cif",
-                   help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default="baseline,rl_cif", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--train", type=int, default=2000, help="training utterances to synthesize")
     p.add_argument("--valid", type=int, default=100, help="validation utterances")
     p.add_argument("--test", type=int, default=200, help="test utterances (sentences unseen in training)")
@@ -150,8 +174,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--lm-path", default=MINILM, help="BERT-like teacher for rl_cif / rl_attention")
     p.add_argument("--cl-lm-path", default=None, help="causal teacher for cl (default: a tiny GPT2 trained here)")
-    p.add_argument("--override", action="append", default=[],
-                   help="extra fairseq-hydra-train override for every run (repeatable), e.g. dataset.num_workers=0")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra fairseq-hydra-train override for every run (repeatable), e.g. dataset.num_workers=0",
+    )
     return p.parse_args(argv)
 
 

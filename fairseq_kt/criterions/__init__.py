@@ -1,2 +1,3 @@
 """Criteria registered with fairseq."""
+
 from fairseq_kt.criterions import ctc_kt  # noqa: F401

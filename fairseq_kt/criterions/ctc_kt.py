@@ -12,7 +12,6 @@ teacher LM is frozen, loaded once per process and kept out of the criterion's st
 parameters (trained with the model, saved under the checkpoint's ``criterion`` key, dropped by export).
 """
 
-
 import contextlib
 import logging
 import math
@@ -45,8 +44,10 @@ POSITION_CHOICES = ChoiceEnum(["sinusoidal", "learned"])
 class CtcKtCriterionConfig(CtcCriterionConfig):
     kt_method: KT_METHOD_CHOICES = field(  # type: ignore[valid-type]
         default="rl_cif",
-        metadata={"help": "knowledge transferring: none (plain CTC), rl_cif / rl_attention (BERT-like teacher, "
-                  "cosine loss), cl (causal LM teacher, next-token cross-entropy)"},
+        metadata={
+            "help": "knowledge transferring: none (plain CTC), rl_cif / rl_attention (BERT-like teacher, "
+            "cosine loss), cl (causal LM teacher, next-token cross-entropy)"
+        },
     )
     kt_weight: float = field(
         default=0.3,
@@ -54,8 +55,10 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     )
     lm_path: Optional[str] = field(
         default=None,
-        metadata={"help": "teacher LM: local directory, Hugging Face hub name, or package:MODULE/SUBDIR; the task "
-                  "tokenizes transcripts with its tokenizer"},
+        metadata={
+            "help": "teacher LM: local directory, Hugging Face hub name, or package:MODULE/SUBDIR; the task "
+            "tokenizes transcripts with its tokenizer"
+        },
     )
     quantity_weight: float = field(
         default=1.0, metadata={"help": "μ, weight of CIF's quantity loss |Σα - N| (rl_cif only)"}
@@ -75,8 +78,10 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     )
     cl_tie_embeddings: bool = field(
         default=True,
-        metadata={"help": "cl: classify through the teacher's (frozen) token embeddings instead of a full "
-                  "encoder_dim×vocab linear layer (far fewer parameters)"},
+        metadata={
+            "help": "cl: classify through the teacher's (frozen) token embeddings instead of a full "
+            "encoder_dim×vocab linear layer (far fewer parameters)"
+        },
     )
     teacher_dtype: TEACHER_DTYPE_CHOICES = field(  # type: ignore[valid-type]
         default="float32",
@@ -84,8 +89,10 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     )
     teacher_cache: Optional[str] = field(
         default=None,
-        metadata={"help": "directory of teacher states precomputed by fairseq-kt-cache-teacher (cache every subset "
-                  "that is trained or validated on); the teacher LM then never runs"},
+        metadata={
+            "help": "directory of teacher states precomputed by fairseq-kt-cache-teacher (cache every subset "
+            "that is trained or validated on); the teacher LM then never runs"
+        },
     )
     encoder_dim: int = field(
         default=0,
@@ -177,7 +184,9 @@ class CtcKtCriterion(CtcCriterion):
         if cfg.teacher_cache:
             # precomputed states: the LM never runs (loaded only when cl ties its embeddings)
             self._cache = TeacherCache.open(
-                cfg.teacher_cache, lm_path=cfg.lm_path, causal=causal,
+                cfg.teacher_cache,
+                lm_path=cfg.lm_path,
+                causal=causal,
                 lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
                 max_tokens=task._lm_max_tokens() if hasattr(task, "_lm_max_tokens") else None,
             )
@@ -191,21 +200,38 @@ class CtcKtCriterion(CtcCriterion):
                 tied = self._teacher.output_embeddings()
         if self.kt_method == "rl_cif":
             self.kt_head = RlCifHead(
-                encoder_dim, lm_dim, threshold=cfg.cif_threshold, kernel_size=cfg.cif_kernel_size,
-                dropout=cfg.kt_dropout, tail_threshold=cfg.cif_tail_threshold,
+                encoder_dim,
+                lm_dim,
+                threshold=cfg.cif_threshold,
+                kernel_size=cfg.cif_kernel_size,
+                dropout=cfg.kt_dropout,
+                tail_threshold=cfg.cif_tail_threshold,
             )
         elif self.kt_method == "rl_attention":
             self.kt_head = RlAttentionHead(
-                encoder_dim, lm_dim, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout,
-                positions=str(cfg.kt_positions), max_positions=cfg.kt_max_positions,
+                encoder_dim,
+                lm_dim,
+                num_heads=cfg.kt_heads,
+                dropout=cfg.kt_dropout,
+                positions=str(cfg.kt_positions),
+                max_positions=cfg.kt_max_positions,
             )
         else:
             self.kt_head = ClHead(
-                encoder_dim, lm_dim, vocab_size, num_heads=cfg.kt_heads, dropout=cfg.kt_dropout, tied_embeddings=tied,
+                encoder_dim,
+                lm_dim,
+                vocab_size,
+                num_heads=cfg.kt_heads,
+                dropout=cfg.kt_dropout,
+                tied_embeddings=tied,
             )
         n_params = sum(p.numel() for p in self.kt_head.parameters())
-        logger.info("ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
-                    self.kt_method, n_params, cfg.lm_path)
+        logger.info(
+            "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
+            self.kt_method,
+            n_params,
+            cfg.lm_path,
+        )
 
     @property
     def teacher(self) -> Optional[Teacher]:
@@ -233,9 +259,14 @@ class CtcKtCriterion(CtcCriterion):
         nonfinite = not bool(torch.isfinite(kt.kt + kt.quantity))
         if nonfinite:  # drop the KT terms of this batch, keep CTC; counted in the logs as kt_nonfinite
             self.num_nonfinite += 1
-            logger.warning("ctc_kt: non-finite KT loss (kt=%s, quantity=%s) in a batch of ids %s; KT terms dropped "
-                           "for this batch (%d so far)", float(kt.kt), float(kt.quantity),
-                           sample["id"].tolist()[:8], self.num_nonfinite)
+            logger.warning(
+                "ctc_kt: non-finite KT loss (kt=%s, quantity=%s) in a batch of ids %s; KT terms dropped "
+                "for this batch (%d so far)",
+                float(kt.kt),
+                float(kt.quantity),
+                sample["id"].tolist()[:8],
+                self.num_nonfinite,
+            )
             kt = KtLosses(*(torch.zeros_like(t) for t in (kt.kt, kt.quantity, kt.cosine_sum, kt.correct, kt.count)))
         loss = (1.0 - self.kt_weight) * ctc_loss + self.kt_weight * kt.kt + self.quantity_weight * kt.quantity
         logging_output.update(
@@ -252,8 +283,9 @@ class CtcKtCriterion(CtcCriterion):
             logging_output["kt_cosine_sum"] = utils.item(kt.cosine_sum.data)
         return loss, sample_size, logging_output
 
-    def kt_losses(self, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor,
-                  lm_lengths: Tensor) -> KtLosses:
+    def kt_losses(
+        self, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor, lm_lengths: Tensor
+    ) -> KtLosses:
         """Run the teacher (no grad) and the KT head on one batch; see :mod:`fairseq_kt.modules.kt_heads`."""
         if self.kt_head is None:
             raise RuntimeError("ctc_kt: kt_losses called with kt_method=none")
@@ -286,15 +318,21 @@ class CtcKtCriterion(CtcCriterion):
             metrics.log_scalar("_kt_cosine_sum", total("kt_cosine_sum"))
             metrics.log_derived(
                 "kt_cosine",
-                lambda m: safe_round(m["_kt_cosine_sum"].sum / m["_kt_count"].sum, 4)
-                if m["_kt_count"].sum > 0 else float("nan"),
+                lambda m: (
+                    safe_round(m["_kt_cosine_sum"].sum / m["_kt_count"].sum, 4)
+                    if m["_kt_count"].sum > 0
+                    else float("nan")
+                ),
             )
         if any("kt_correct" in log for log in logging_outputs):  # CL: next-token accuracy (%)
             metrics.log_scalar("_kt_correct", total("kt_correct"))
             metrics.log_derived(
                 "kt_accuracy",
-                lambda m: safe_round(m["_kt_correct"].sum * 100.0 / m["_kt_count"].sum, 3)
-                if m["_kt_count"].sum > 0 else float("nan"),
+                lambda m: (
+                    safe_round(m["_kt_correct"].sum * 100.0 / m["_kt_count"].sum, 3)
+                    if m["_kt_count"].sum > 0
+                    else float("nan")
+                ),
             )
 
     @staticmethod

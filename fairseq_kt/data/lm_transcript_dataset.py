@@ -112,11 +112,13 @@ class LmTranscriptDataset(BaseWrapperDataset):
         except Exception as err:  # soundfile, fairseq's sample-rate check, a missing file, ...
             where = f"{self.manifest} line {self._manifest_line(index)} ({path})"
             if not self.skip_bad_audio:
-                raise RuntimeError(f"{where}: unusable audio: {err} (task.skip_bad_audio=true skips such files)") \
-                    from err
+                raise RuntimeError(
+                    f"{where}: unusable audio: {err} (task.skip_bad_audio=true skips such files)"
+                ) from err
             self.num_bad_audio += 1
-            logger.warning("%s: skipped, unusable audio: %s (%d skipped so far in this process)", where, err,
-                           self.num_bad_audio)
+            logger.warning(
+                "%s: skipped, unusable audio: %s (%d skipped so far in this process)", where, err, self.num_bad_audio
+            )
             return {"id": index, "source": None, "label": torch.zeros(0, dtype=torch.long)}
 
     def __getitem__(self, index: int) -> dict:
@@ -129,7 +131,10 @@ class LmTranscriptDataset(BaseWrapperDataset):
                 self.num_truncated += 1
                 logger.warning(
                     "%s line %d: transcript truncated to the teacher's %d tokens (%d truncated so far in this process)",
-                    self.source, index + 1, self.max_tokens, self.num_truncated,
+                    self.source,
+                    index + 1,
+                    self.max_tokens,
+                    self.num_truncated,
                 )
             item["lm_tokens"] = torch.tensor(ids, dtype=torch.long)
         return item

@@ -68,8 +68,9 @@ def scale_weights(alpha: Tensor, target_lengths: Tensor, eps: float = 1e-6) -> T
         ValueError: if the shapes do not match.
     """
     if alpha.dim() != 2 or target_lengths.shape != alpha.shape[:1]:
-        raise ValueError(f"expected alpha B×T and target_lengths B, got {tuple(alpha.shape)} and "
-                         f"{tuple(target_lengths.shape)}")
+        raise ValueError(
+            f"expected alpha B×T and target_lengths B, got {tuple(alpha.shape)} and {tuple(target_lengths.shape)}"
+        )
     acc = _accumulation_dtype(alpha.dtype)
     alpha = alpha.to(acc)
     total = alpha.sum(dim=1, keepdim=True).clamp_min(eps)
@@ -115,9 +116,7 @@ def cif(
 
     acc = _accumulation_dtype(states.dtype if states.dtype == torch.float64 else alpha.dtype)
     device = states.device
-    valid = (
-        torch.ones(bsz, tlen, dtype=torch.bool, device=device) if padding_mask is None else ~padding_mask.bool()
-    )
+    valid = torch.ones(bsz, tlen, dtype=torch.bool, device=device) if padding_mask is None else ~padding_mask.bool()
     alpha = alpha.to(acc) * valid.to(acc)
     states = states.to(acc) * valid.unsqueeze(-1).to(acc)
 

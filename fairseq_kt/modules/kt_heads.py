@@ -86,8 +86,10 @@ class RlCifHead(nn.Module):
         predicted = _project(self.proj, out.vectors)
         num = lm_states.shape[1]
         if predicted.shape[1] < num:  # every item has fewer tokens than the padded width
-            predicted = torch.cat([predicted, predicted.new_zeros(predicted.shape[0], num - predicted.shape[1],
-                                                                  predicted.shape[2])], dim=1)
+            predicted = torch.cat(
+                [predicted, predicted.new_zeros(predicted.shape[0], num - predicted.shape[1], predicted.shape[2])],
+                dim=1,
+            )
         loss, cos_sum, count = cosine_distance_loss(predicted[:, :num], lm_states, lm_lengths)
         return KtLosses(loss, quantity_loss(alpha_sum, lm_lengths), cos_sum, _zero(loss), count)
 
@@ -109,7 +111,11 @@ class RlAttentionHead(nn.Module):
         from fairseq_kt.modules.attention import PositionalAttention
 
         self.attention = PositionalAttention(
-            encoder_dim, num_heads=num_heads, dropout=dropout, bias=bias, positions=positions,
+            encoder_dim,
+            num_heads=num_heads,
+            dropout=dropout,
+            bias=bias,
+            positions=positions,
             max_positions=max_positions,
         )
         self.proj = nn.Linear(encoder_dim, lm_dim)
@@ -141,7 +147,12 @@ class ClHead(nn.Module):
         from fairseq_kt.modules.classifier import CrossAttentionClassifier
 
         self.classifier = CrossAttentionClassifier(
-            encoder_dim, lm_dim, vocab_size, num_heads=num_heads, dropout=dropout, bias=bias,
+            encoder_dim,
+            lm_dim,
+            vocab_size,
+            num_heads=num_heads,
+            dropout=dropout,
+            bias=bias,
             tied_embeddings=tied_embeddings,
         )
 

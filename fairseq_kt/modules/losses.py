@@ -35,8 +35,9 @@ def cosine_distance_loss(predicted: Tensor, target: Tensor, lengths: Tensor) -> 
         ValueError: if the shapes do not match.
     """
     if predicted.shape != target.shape or predicted.dim() != 3:
-        raise ValueError(f"predicted and target must both be B×N×D, got {tuple(predicted.shape)} and "
-                         f"{tuple(target.shape)}")
+        raise ValueError(
+            f"predicted and target must both be B×N×D, got {tuple(predicted.shape)} and {tuple(target.shape)}"
+        )
     if lengths.shape != predicted.shape[:1]:
         raise ValueError(f"lengths must have shape ({predicted.shape[0]},), got {tuple(lengths.shape)}")
     mask = lengths_to_mask(lengths, predicted.shape[1])
@@ -50,6 +51,8 @@ def cosine_distance_loss(predicted: Tensor, target: Tensor, lengths: Tensor) -> 
 def quantity_loss(alpha_sum: Tensor, target_lengths: Tensor) -> Tensor:
     """CIF quantity loss ``Σ_b |Σ_t α_bt - N_b|`` on the unscaled weights (Dong & Xu, section 2.3), float32."""
     if alpha_sum.shape != target_lengths.shape:
-        raise ValueError(f"alpha_sum and target_lengths must have the same shape, got {tuple(alpha_sum.shape)} "
-                         f"and {tuple(target_lengths.shape)}")
+        raise ValueError(
+            f"alpha_sum and target_lengths must have the same shape, got {tuple(alpha_sum.shape)} "
+            f"and {tuple(target_lengths.shape)}"
+        )
     return (alpha_sum.float() - target_lengths.float()).abs().sum()

@@ -1,6 +1,5 @@
 """``audio_kt``: fairseq's ``audio_finetuning`` plus transcripts tokenized for the teacher LM."""
 
-
 import logging
 import os
 from dataclasses import dataclass, field
@@ -36,13 +35,17 @@ class AudioKtConfig(AudioFinetuningConfig):
     )
     skip_bad_audio: bool = field(
         default=False,
-        metadata={"help": "drop unusable audio (missing/corrupt file, wrong sample rate, not mono) from batches "
-                  "with a logged, counted warning instead of stopping with an error naming the manifest line"},
+        metadata={
+            "help": "drop unusable audio (missing/corrupt file, wrong sample rate, not mono) from batches "
+            "with a logged, counted warning instead of stopping with an error naming the manifest line"
+        },
     )
     unknown_labels: UNKNOWN_LABELS_CHOICES = field(  # type: ignore[valid-type]
         default="warn",
-        metadata={"help": "CTC label symbols missing from dict.{labels}.txt: 'warn' logs how many and where "
-                  "(fairseq maps them to <unk>), 'error' stops"},
+        metadata={
+            "help": "CTC label symbols missing from dict.{labels}.txt: 'warn' logs how many and where "
+            "(fairseq maps them to <unk>), 'error' stops"
+        },
     )
     lm_max_tokens: int = field(
         default=0,
@@ -126,8 +129,10 @@ class AudioKtTask(AudioFinetuningTask):
                     first.append(f"line {lineno}: {' '.join(sorted(set(bad)))}")
         if not unknown:
             return
-        msg = (f"{path}: {sum(unknown.values())} label symbols in {len(unknown)} kinds are not in "
-               f"dict.{self.cfg.labels}.txt ({', '.join(sorted(unknown)[:20])}); first at {'; '.join(first)}")
+        msg = (
+            f"{path}: {sum(unknown.values())} label symbols in {len(unknown)} kinds are not in "
+            f"dict.{self.cfg.labels}.txt ({', '.join(sorted(unknown)[:20])}); first at {'; '.join(first)}"
+        )
         if self.cfg.unknown_labels == "error":
             raise ValueError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
         logger.warning("%s; they become <unk>", msg)
