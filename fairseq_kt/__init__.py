@@ -23,6 +23,9 @@ def _have_fairseq() -> bool:
 
 
 if _have_fairseq():
+    from fairseq_kt import fairseq_fixes
+
+    fairseq_fixes.apply()  # atomic checkpoint writes, reproducible wav2vec2 masks
     from fairseq_kt import (  # noqa: F401  (registration)
         _compat,  # noqa: F401  (safe globals for torch.load)
         criterions,

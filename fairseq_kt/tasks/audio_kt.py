@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import torch
+from fairseq.data import data_utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
@@ -136,6 +138,18 @@ class AudioKtTask(AudioFinetuningTask):
         if self.cfg.unknown_labels == "error":
             raise ValueError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
         logger.warning("%s; they become <unk>", msg)
+
+    def train_step(
+        self, sample: dict, model: Any, criterion: Any, optimizer: Any, update_num: int, ignore_grad: bool = False
+    ) -> Any:
+        """fairseq's train step under a numpy seed drawn from torch (which the trainer re-seeds every update).
+
+        wav2vec2's layerdrop draws from numpy's global generator, seeded only once per process: without this, a
+        resumed run and an uninterrupted run drop different layers.
+        """
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        with data_utils.numpy_seed(seed):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def build_model(self, model_cfg: Any, from_checkpoint: bool = False) -> Any:
         model = super().build_model(model_cfg, from_checkpoint)
