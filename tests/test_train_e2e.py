@@ -157,3 +157,31 @@ def test_warm_start_from_a_plain_ctc_checkpoint(corpus, w2v, tiny_bert, tmp_path
         ],
     )
     assert "loss_kt" in out
+
+
+def test_fairseqs_own_base_10h_config_with_ctc_kt(corpus, w2v, tiny_bert, tmp_path):
+    """A config written by someone else: fairseq's shipped wav2vec2 base_10h.yaml, switched to audio_kt + ctc_kt."""
+    import fairseq
+    from omegaconf import OmegaConf
+
+    src = Path(fairseq.__file__).parent / "examples" / "wav2vec" / "config" / "finetuning" / "base_10h.yaml"
+    cfg = OmegaConf.load(src)
+    cfg.task._name = "audio_kt"
+    cfg.criterion._name = "ctc_kt"
+    cfg.criterion.kt_method = "rl_cif"
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "foreign.yaml").write_text("# @package _group_\n" + OmegaConf.to_yaml(cfg))
+    save = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(tmp_path / "cfg"),
+        "--config-name", "foreign", f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}",
+        f"+criterion.lm_path={tiny_bert}", f"checkpoint.save_dir={save}",  # '+': a key the YAML lacks
+        f"hydra.run.dir={save / 'hydra'}", "common.fp16=false", "common.log_interval=1",
+        "distributed_training.distributed_world_size=1", "dataset.valid_subset=valid", "dataset.num_workers=0",
+        "dataset.max_tokens=200000", "optimization.max_update=2", "optimization.update_freq=[1]",
+        "model.freeze_finetune_updates=0", "model.mask_channel_prob=0", "model.layerdrop=0",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert "loss_kt" in out and (save / "checkpoint_last.pt").exists()
