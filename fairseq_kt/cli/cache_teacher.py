@@ -22,21 +22,14 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from fairseq_kt.cli._args import OneLineErrorParser, UsageError
+
 PROG = "fairseq-kt-cache-teacher"
-
-
-class _UsageError(Exception):
-    """A command-line usage error (reported on one line, exit status 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-cache-teacher``."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog=PROG,
         description="Run a frozen teacher LM once over a split's transcripts and store its last hidden states, so "
         "that ctc_kt training (criterion.teacher_cache=OUT) reads them instead of running the LM every step.",
@@ -103,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help

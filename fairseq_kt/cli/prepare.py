@@ -33,6 +33,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from fairseq_kt.cli._args import OneLineErrorParser, UsageError
 from fairseq_kt.text_norm import (
     CASES,
     DIGIT_MODES,
@@ -720,18 +721,9 @@ def summary_lines(splits: list[str], kept: dict[str, list[Entry]], skips: list[S
 # command line
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog=PROG,
         description="Prepare fairseq wav2vec2 fine-tuning manifests ({split}.tsv/.ltr/.wrd, dict.ltr.txt) "
         "from LibriSpeech, AISHELL or a CSV file, skipping (and reporting) unusable utterances.",
@@ -949,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
