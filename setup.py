@@ -29,6 +29,7 @@ setup(
         "fairseq": ["ve-fairseq==0.12.3"],
         "test": ["pytest>=7", "ruff"],
         "plot": ["matplotlib"],
+        "lm": ["pyctcdecode>=0.5"],
     },
     entry_points={
         "console_scripts": [

@@ -370,7 +370,14 @@ def test_clear_errors(stock_ckpt: Path, corpus: Path, tmp_path: Path, capsys) ->
     err = _run_error([str(stock_ckpt), "--data", str(data), "--subset", "test", "--device", "cpu"], capsys)
     assert "test.ltr not found" in err
 
-    err = _run_error([str(stock_ckpt), *base, "--beam", "4"], capsys)
+    import importlib.util as iu
+
+    real_find_spec = iu.find_spec
+    iu.find_spec = lambda name, *a: None if name == "pyctcdecode" else real_find_spec(name, *a)
+    try:
+        err = _run_error([str(stock_ckpt), *base, "--beam", "4"], capsys)
+    finally:
+        iu.find_spec = real_find_spec
     assert "pip install pyctcdecode kenlm" in err
     assert "--fp16" in _run_error([str(stock_ckpt), *base, "--fp16"], capsys)
     pretrained = write_tiny_wav2vec2(tmp_path / "w2v.pt", str(corpus))
@@ -388,3 +395,39 @@ def test_incomplete_decoding_is_an_error(stock_ckpt: Path, corpus: Path, tmp_pat
     err = capsys.readouterr().err
     assert rc == 1 and "only 6 of the manifest's 7 utterances" in err
     assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_beam_search_without_lm_matches_greedy_on_peaked_emissions() -> None:
+    d = Dictionary()
+    for sym in ["|", "A", "B", "C"]:
+        d.add_symbol(sym)
+    blank = d.index("<s>")
+    path = [blank, d.index("A"), d.index("A"), blank, d.index("B"), d.index("|"), d.index("C"), blank]
+    emissions = torch.full((len(path), len(d)), -10.0)
+    emissions[torch.arange(len(path)), torch.tensor(path)] = 10.0
+    greedy = ev.GreedyDecoder(d, blank, "letter")(emissions)
+    beam = ev.BeamDecoder(d, blank, 8, None, None, 0.5, 1.0)(emissions)
+    assert greedy == "AB C" and beam == greedy
+
+
+def test_beam_search_scores_every_utterance(stock_ckpt: Path, corpus: Path, tmp_path: Path, capsys) -> None:
+    n = len((corpus / "test.tsv").read_text().splitlines()) - 1
+    code = ev.main(
+        [
+            str(stock_ckpt),
+            "--data",
+            str(corpus),
+            "--subset",
+            "test",
+            "--device",
+            "cpu",
+            "--beam",
+            "4",
+            "--json",
+            "--results-dir",
+            str(tmp_path / "beam"),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["results"][0]["num_utterances"] == n
