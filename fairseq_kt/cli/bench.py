@@ -3,6 +3,7 @@
 Usage::
 
     fairseq-kt-bench [--suite cif,step|all] [--device cpu|cuda] [--repeats N] [--quick] [--json PATH]
+                     [--cif-lengths 250,500,1000,2000] [--batch-size 4] [--threads 1] [--work-dir DIR]
 
 Two suites; every ratio compares measurements taken in the same run (interleaved where possible), because absolute
 times depend on the machine and on whatever else runs on it.
@@ -21,8 +22,14 @@ times depend on the machine and on whatever else runs on it.
     (small) built from the library's default configs with random weights; their embedding tables have the real
     vocabulary sizes, their tokenizers only know the corpus' words. Each configuration runs in a fresh process
     (forked from a server that has imported the libraries), so its peak memory is its own: peak RSS growth on CPU
-    (``VmHWM`` in ``/proc/self/status``, reset after the model is built), ``torch.cuda.max_memory_allocated`` on
-    CUDA; both count the student, its gradients and Adam states, the teacher and the activations.
+    (``VmHWM`` in ``/proc/self/status``, reset after the model is built, minus the RSS at process start),
+    ``torch.cuda.max_memory_allocated`` on CUDA; both count the student, its gradients and Adam states, the
+    teacher and the activations. A KT configuration's steps alternate with plain-ctc steps on the same model and
+    batch in its process, and its time ratio is the median over step pairs of KT step / ctc step, so that load
+    changes on a shared machine hit both alike.
+
+All timings use one CPU thread by default (``--threads``): on a machine shared with other jobs, several threads
+spend most of their time waiting for each other at every parallel operation, which swamps what is measured.
 
 ``--quick`` shrinks everything (tiny models, few repeats) to check that the benchmark runs, in well under a minute.
 """
@@ -91,9 +98,6 @@ TINY_MODEL_OVERRIDES: dict[str, Any] = {
     "freeze_finetune_updates": 0,
 }
 
-logger = logging.getLogger(__name__)
-
-
 # -- settings -------------------------------------------------------------------------------------------------------
 
 
@@ -118,7 +122,7 @@ class StepSettings:
     """Sizes and repetitions of the training-step suite."""
 
     batch: int = 4
-    steps: int = 3
+    steps: int = 5
     warmup: int = 1
     w2v: dict[str, int] = field(
         default_factory=lambda: {
@@ -620,11 +624,11 @@ def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tupl
 
     words = sorted({w.lower() for t in texts for w in t.split()})
     bert = Path(write_tiny_bert(root / "bert", words, hidden_size=32, max_positions=512, seed=settings.seed))
-    gpt2 = Path(
+    gpt2 = Path(  # BPE vocabulary large enough to merge up to whole words, about one token per word like GPT2's
         write_tiny_gpt2(
             root / "gpt2",
             [t.lower() for t in texts],
-            vocab_size=300,
+            vocab_size=2000,
             hidden_size=32,
             max_positions=1024,
             seed=settings.seed,
@@ -707,7 +711,6 @@ STEP_CONFIGS = [
     StepConfig("rl_attention + cache", "rl_attention", True, CACHE_TIME_TARGET),
     StepConfig("cl", "cl", False, LIVE_TIME_TARGET),
     StepConfig("cl + cache", "cl", True, CACHE_TIME_TARGET),
-    StepConfig("ctc (again)", None),
 ]
 
 
@@ -792,8 +795,25 @@ def _build_training(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     return task, model, criterion
 
 
+def _plain_ctc(task: Any) -> Any:
+    """fairseq's own ``ctc`` criterion for ``task``."""
+    from fairseq.criterions.ctc import CtcCriterionConfig
+    from fairseq.dataclass.configs import FairseqConfig
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(FairseqConfig())  # the criterion's keys interpolate optimization.sentence_avg
+    cfg.criterion = OmegaConf.structured(CtcCriterionConfig(zero_infinity=True))
+    cfg.criterion._name = "ctc"
+    return task.build_criterion(cfg.criterion)
+
+
 def _step_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build one configuration, run warm-up + timed training steps, return times and peak memory."""
+    """Build one configuration, run warm-up + timed training steps, return times and peak memory.
+
+    A KT configuration also times plain-ctc steps on the same model and batch, alternating with its own (ctc, KT,
+    KT, ctc, ...; step ``i`` of both draws the same masks, layerdrop and dropout), so that its time ratio is
+    measured under the same conditions. The peak memory covers all steps (the KT steps are the larger ones).
+    """
     _quiet_logging()
     _set_threads(spec["threads"])
     from fairseq.utils import apply_to_sample
@@ -805,14 +825,18 @@ def _step_worker(spec: dict[str, Any]) -> dict[str, Any]:
     _seed_everything(spec["seed"])
     with contextlib.redirect_stdout(io.StringIO()):  # fairseq prints the pre-trained model
         task, model, criterion = _build_training(spec)
+    criteria = {"main": criterion}
+    if spec["kt_method"] is not None:
+        criteria["ctc"] = _plain_ctc(task)
     task.load_dataset("train")
     dataset = task.dataset("train")
     sample = dataset.collater([dataset[i] for i in range(len(dataset))])
     model.to(device)
-    criterion.to(device)
     sample = apply_to_sample(lambda t: t.to(device), sample)
     model.train()
-    criterion.train()
+    for crit in criteria.values():
+        crit.to(device)
+        crit.train()
     student = sum(p.numel() for p in model.parameters())
     head = sum(p.numel() for p in criterion.parameters())
     params = [p for module in (model, criterion) for p in module.parameters() if p.requires_grad]
@@ -821,20 +845,23 @@ def _step_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_reset = _reset_peak_rss()
-    times, losses = [], []
+    times: dict[str, list[float]] = {name: [] for name in criteria}
+    losses: dict[str, list[float]] = {name: [] for name in criteria}
     for i in range(spec["warmup"] + spec["steps"]):
-        _seed_everything(spec["seed"] + 1 + i)  # same masks, layerdrop and dropout draws in every configuration
-        _sync(device)
-        start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss, _sample_size, _log = criterion(model, sample)
-        loss.backward()
-        optimizer.step()
-        _sync(device)
-        elapsed = time.perf_counter() - start
-        losses.append(float(loss.detach()))
-        if i >= spec["warmup"]:
-            times.append(elapsed)
+        order = list(criteria) if i % 2 == 0 else list(criteria)[::-1]
+        for name in order:
+            _seed_everything(spec["seed"] + 1 + i)  # the same random draws in every configuration
+            _sync(device)
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss, _sample_size, _log = criteria[name](model, sample)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            elapsed = time.perf_counter() - start
+            losses[name].append(float(loss.detach()))
+            if i >= spec["warmup"]:
+                times[name].append(elapsed)
     if device.type == "cuda":
         peak_bytes = float(torch.cuda.max_memory_allocated(device))
         memory_kind = "torch.cuda.max_memory_allocated"
@@ -842,15 +869,17 @@ def _step_worker(spec: dict[str, Any]) -> dict[str, Any]:
         hwm = _proc_status_kib("VmHWM")
         peak_bytes = float((hwm - rss_start) * 1024) if hwm is not None and rss_start is not None else float("nan")
         memory_kind = "VmHWM - VmRSS at process start" + ("" if rss_reset else " (VmHWM not resettable)")
+    samples = int(sample["net_input"]["source"].shape[1])
     return {
-        "times_s": times,
-        "losses": losses,
+        "times_s": times["main"],
+        "paired_ctc_times_s": times.get("ctc"),
+        "losses": losses["main"],
         "peak_bytes": peak_bytes,
         "memory_kind": memory_kind,
         "student_parameters": student,
         "kt_head_parameters": head,
-        "samples": int(sample["net_input"]["source"].shape[1]),
-        "frames": num_frames(int(sample["net_input"]["source"].shape[1])),
+        "samples": samples,
+        "frames": num_frames(samples),
         "lm_tokens": int(sample["lm_tokens"].shape[1]) if "lm_tokens" in sample else None,
     }
 
@@ -918,15 +947,21 @@ def _work_directory(path: Optional[Path]) -> Iterator[Path]:
 def summarise_steps(
     settings: StepSettings, device: torch.device, batch_info: dict[str, Any], results: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    """Medians, ratios against plain ctc (both ctc runs pooled for time, the first for memory) and targets."""
-    baseline_times = results["ctc"]["times_s"] + results["ctc (again)"]["times_s"]
-    baseline_ms = _median_ms(baseline_times)
-    baseline_peak = results["ctc"]["peak_bytes"]
+    """Medians, ratios against plain ctc, and targets.
+
+    Time: the median over step pairs of (KT step / the plain-ctc step interleaved with it in the same process);
+    slow drifts of the machine's load cancel within a pair. Memory: against the ctc configuration's process.
+    """
+    baseline = results["ctc"]
+    baseline_peak = baseline["peak_bytes"]
     rows = []
     for config in STEP_CONFIGS:
         r = results[config.name]
         median_ms = _median_ms(r["times_s"])
-        time_ratio = median_ms / baseline_ms
+        paired = r["paired_ctc_times_s"] or r["times_s"]
+        ctc_ms = _median_ms(paired)
+        pair_ratios = [kt / ctc for kt, ctc in zip(r["times_s"], paired)]
+        time_ratio = statistics.median(pair_ratios)
         memory_ratio = r["peak_bytes"] / baseline_peak if baseline_peak > 0 else float("nan")
         is_kt = config.kt_method is not None
         rows.append(
@@ -936,7 +971,10 @@ def summarise_steps(
                 "teacher": ("cache" if config.cached else "live") if is_kt else None,
                 "median_ms": median_ms,
                 "times_ms": [t * 1000 for t in r["times_s"]],
+                "ctc_median_ms": ctc_ms,
+                "ctc_times_ms": [t * 1000 for t in paired],
                 "time_ratio": time_ratio,
+                "pair_ratios": pair_ratios,
                 "time_target": config.time_target,
                 "time_target_met": time_ratio <= config.time_target if config.time_target else None,
                 "peak_mb": r["peak_bytes"] / 2**20,
@@ -947,16 +985,15 @@ def summarise_steps(
                 "losses": r["losses"],
             }
         )
-    first = results["ctc"]
     return {
         "settings": asdict(settings),
         "device": str(device),
         "optimizer": "torch.optim.Adam (betas 0.9/0.98, eps 1e-8), fp32",
-        "memory_measure": first["memory_kind"],
-        "student_parameters": first["student_parameters"],
-        "frames": first["frames"],
+        "memory_measure": baseline["memory_kind"],
+        "student_parameters": baseline["student_parameters"],
+        "frames": baseline["frames"],
         "batch": batch_info,
-        "baseline_ms": baseline_ms,
+        "baseline_ms": _median_ms(baseline["times_s"]),
         "rows": rows,
     }
 
@@ -973,7 +1010,8 @@ def format_step_report(result: dict[str, Any]) -> str:
         )
     lines = [
         f"Training step (forward + backward + Adam step), device {result['device']}, train mode; median of "
-        f"{s['steps']} steps after {s['warmup']} warm-up, each configuration in a fresh process",
+        f"{s['steps']} steps after {s['warmup']} warm-up; each configuration in a fresh process, its steps "
+        "interleaved with plain-ctc steps on the same model and batch",
         f"student: wav2vec_ctc, {result['student_parameters'] / 1e6:.1f} M parameters "
         f"({s['w2v'] or 'tiny_w2v defaults'}), model settings {s['model_overrides']}",
         f"teachers (random weights): BERT {teachers.get('bert')}; GPT2 {teachers.get('gpt2')}{vocab}; "
@@ -988,7 +1026,9 @@ def format_step_report(result: dict[str, Any]) -> str:
             [
                 r["name"],
                 _fmt(r["median_ms"], ".0f"),
+                _fmt(r["ctc_median_ms"], ".0f"),
                 _fmt(r["time_ratio"], ".3f"),
+                "—" if r["kt_method"] == "none" else f"{min(r['pair_ratios']):.2f}-{max(r['pair_ratios']):.2f}",
                 "—" if r["time_target"] is None else f"<= {r['time_target']:.2f}",
                 _yes_no(r["time_target_met"]),
                 _fmt(r["peak_mb"], ".0f"),
@@ -996,11 +1036,22 @@ def format_step_report(result: dict[str, Any]) -> str:
                 _yes_no(r["memory_target_met"]),
             ]
         )
-    header = ["configuration", "step ms", "x ctc", "target", "met", "peak MB", "x ctc", f"<= {MEMORY_TARGET:.2f}"]
+    header = [
+        "configuration",
+        "step ms",
+        "ctc ms",
+        "x ctc",
+        "pairs",
+        "target",
+        "met",
+        "peak MB",
+        "x ctc",
+        f"<= {MEMORY_TARGET:.2f}",
+    ]
     lines.append(_table(header, rows))
     lines.append(
-        "(x ctc: against the median of both ctc runs' steps for time, the first ctc run for memory; "
-        "'ctc (again)' shows the run-to-run noise)"
+        "(ctc ms: the plain-ctc steps interleaved in the same process; time x ctc: median over step pairs of "
+        "KT step / ctc step, pairs: their range, i.e. the noise; memory x ctc: against the ctc process's peak)"
     )
     return "\n".join(lines)
 
@@ -1092,7 +1143,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="timed repetitions per CIF measurement and timed training steps per configuration, after warm-up "
-        "(default: 10 and 3; --quick: 3 and 2)",
+        "(default: 10 and 5; --quick: 3 and 2)",
     )
     parser.add_argument(
         "--quick",
