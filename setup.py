@@ -30,6 +30,7 @@ setup(
         "test": ["pytest>=7", "ruff"],
         "plot": ["matplotlib"],
         "lm": ["pyctcdecode>=0.5"],
+        "bench": ["torch-cif==0.2.0"],
     },
     entry_points={
         "console_scripts": [
@@ -38,6 +39,7 @@ setup(
             "fairseq-kt-evaluate=fairseq_kt.cli.evaluate:main",
             "fairseq-kt-export=fairseq_kt.cli.export:main",
             "fairseq-kt-cache-teacher=fairseq_kt.cli.cache_teacher:main",
+            "fairseq-kt-bench=fairseq_kt.cli.bench:main",
         ]
     },
 )

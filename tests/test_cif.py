@@ -5,40 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fairseq_kt.bench_reference import loop_cif
 from fairseq_kt.modules.cif import CifAligner, CifWeightPredictor, cif, scale_weights
 from fairseq_kt.modules.losses import quantity_loss
-
-
-def loop_cif(states, alpha, valid_len, threshold, target_len=None, tail_threshold=0.5):
-    """Reference: integrate one item frame by frame, as Dong & Xu describe (arXiv:1905.11235).
-
-    states T×C, alpha T (already scaled in training). Returns a list of fired vectors.
-    """
-    out = []
-    acc_w = 0.0
-    acc_v = torch.zeros(states.shape[1], dtype=states.dtype)
-    for t in range(valid_len):
-        a = float(alpha[t])
-        h = states[t]
-        remaining = a
-        # a frame may fire several tokens when its weight is large
-        while acc_w + remaining >= threshold:
-            part = 1.0 - acc_w
-            out.append(acc_v + part * h)
-            remaining -= part
-            acc_w, acc_v = 0.0, torch.zeros_like(acc_v)
-        acc_w += remaining
-        acc_v = acc_v + remaining * h
-        if target_len is not None and t == valid_len - 1:
-            while len(out) < target_len:  # force-fire what rounding left unfired
-                part = 1.0 - acc_w
-                out.append(acc_v + part * h)
-                acc_w, acc_v = 0.0, torch.zeros_like(acc_v)
-    if target_len is None and acc_w > tail_threshold:
-        out.append(acc_v)
-    if target_len is not None:
-        out = out[:target_len]
-    return out
 
 
 def _random_batch(seed, bsz=4, tlen=23, dim=5, dtype=torch.float64):

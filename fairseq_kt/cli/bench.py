@@ -61,6 +61,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from fairseq_kt.cli._args import OneLineErrorParser, UsageError
+
 PROG = "fairseq-kt-bench"
 SUITES = ("cif", "step")
 
@@ -269,6 +271,25 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _stdout_fd_silenced() -> Iterator[None]:
+    """Send file descriptor 1 to /dev/null for a while (native code, e.g. the BPE trainer, writes there directly)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no usable descriptor 1: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _note(message: str) -> None:
@@ -624,8 +645,9 @@ def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tupl
 
     words = sorted({w.lower() for t in texts for w in t.split()})
     bert = Path(write_tiny_bert(root / "bert", words, hidden_size=32, max_positions=512, seed=settings.seed))
-    gpt2 = Path(  # BPE vocabulary large enough to merge up to whole words, about one token per word like GPT2's
-        write_tiny_gpt2(
+    with _stdout_fd_silenced():  # the BPE trainer prints blank progress lines
+        # a BPE vocabulary large enough to merge up to whole words: about one token per word, like GPT2's
+        gpt2_dir = write_tiny_gpt2(
             root / "gpt2",
             [t.lower() for t in texts],
             vocab_size=2000,
@@ -633,7 +655,7 @@ def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tupl
             max_positions=1024,
             seed=settings.seed,
         )
-    )
+    gpt2 = Path(gpt2_dir)
     info: dict[str, Any] = {}
     if settings.base_teachers:
         torch.manual_seed(settings.seed)
@@ -1118,7 +1140,7 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-bench``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG,
         description="Benchmark our vectorised CIF against torch-cif and a per-frame loop, and the cost of "
         "knowledge transferring per training step (time and peak memory against plain CTC). Prints tables of "
@@ -1195,12 +1217,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the teachers are local directories
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print(f"{PROG}: --device cuda, but CUDA is not available on this machine", file=sys.stderr)
+        print(f"{PROG}: error: --device cuda, but CUDA is not available on this machine", file=sys.stderr)
         return 2
     cif_settings, step_settings = default_settings(args.quick)
     if args.repeats is not None:
@@ -1217,7 +1242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.batch_size is not None:
         step_settings.batch = args.batch_size
     if args.threads < 0:
-        print(f"{PROG}: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+        print(f"{PROG}: error: --threads must be >= 0, got {args.threads} (see --help)", file=sys.stderr)
         return 2
     step_settings.threads = args.threads
     threads_before = torch.get_num_threads()
