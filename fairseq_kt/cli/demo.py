@@ -170,7 +170,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=2000, help="training utterances to synthesize")
     p.add_argument("--valid", type=int, default=100, help="validation utterances")
     p.add_argument("--test", type=int, default=200, help="test utterances (sentences unseen in training)")
-    p.add_argument("--max-update", type=int, default=1000, help="updates per method (same for all)")
+    p.add_argument("--max-update", type=int, default=900, help="updates per method (same for all)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--lm-path", default=MINILM, help="BERT-like teacher for rl_cif / rl_attention")
     p.add_argument("--cl-lm-path", default=None, help="causal teacher for cl (default: a tiny GPT2 trained here)")
