@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +53,13 @@ def first_batch(task, split: str = "train", size: int = 4) -> dict:
 
 def param_grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes (fairseq-hydra-train, CLIs): offline, one thread, this checkout importable."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

@@ -28,6 +28,7 @@ import torch
 
 import fairseq_kt  # noqa: F401  (as in training: fairseq's checkpoint code runs with the plugin imported)
 from tests.helpers import make_corpus, tiny_w2v
+from tests.helpers import subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "finetune"
@@ -43,12 +44,6 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def w2v(tmp_path_factory, corpus):
     return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _overrides(corpus: Path, w2v: str, lm: str, save_dir: Path, changes: dict | None = None) -> list[str]:

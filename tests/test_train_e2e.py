@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from tests.helpers import make_corpus, tiny_w2v
+from tests.helpers import subprocess_env as _env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "finetune"
@@ -27,12 +27,6 @@ def corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def w2v(tmp_path_factory, corpus):
     return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
