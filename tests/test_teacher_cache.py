@@ -71,13 +71,13 @@ def test_cached_states_equal_the_teacher_on_a_task_batch(corpus, w2v, tiny_bert,
     valid_batch = first_batch(task, "valid", size=4)
     tokens, lengths = batch["lm_tokens"], batch["lm_lengths"]
     assert lengths.min() < tokens.shape[1]  # the batch is really padded
-    assert lm_max_tokens(lm, load_tokenizer(lm)) == task._lm_max_tokens()
+    assert lm_max_tokens(lm, load_tokenizer(lm)) == task.lm_token_limit()
     teacher = Teacher(lm, causal=causal)
     for dtype, tol in (("float16", 1e-2), ("float32", 1e-5)):
         out = tmp_path / dtype
         for subset in ("train", "valid"):  # two shards, one merged index
             build_cache(str(corpus), subset, lm, str(out), causal=causal, dtype=dtype, batch_size=3, progress=False)
-        cache = TeacherCache.open(str(out), lm_path=lm, causal=causal, lowercase=True, max_tokens=task._lm_max_tokens())
+        cache = TeacherCache.open(str(out), lm_path=lm, causal=causal, lowercase=True, max_tokens=task.lm_token_limit())
         assert cache.dim == teacher.dim and cache.vocab_size == teacher.vocab_size
         assert set(cache.subsets) == {"train", "valid"}
         for b in (batch, valid_batch):

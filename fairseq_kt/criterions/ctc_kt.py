@@ -188,7 +188,7 @@ class CtcKtCriterion(CtcCriterion):
                 lm_path=cfg.lm_path,
                 causal=causal,
                 lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
-                max_tokens=task._lm_max_tokens() if hasattr(task, "_lm_max_tokens") else None,
+                max_tokens=task.lm_token_limit() if hasattr(task, "lm_token_limit") else None,
             )
             lm_dim, vocab_size = self._cache.dim, self._cache.vocab_size
             if causal and cfg.cl_tie_embeddings:

@@ -71,7 +71,8 @@ class AudioKtTask(AudioFinetuningTask):
         super().__init__(cfg)
         self.encoder_dim: Optional[int] = None
 
-    def _lm_max_tokens(self) -> Optional[int]:
+    def lm_token_limit(self) -> Optional[int]:
+        """How many LM tokens of a transcript the dataset keeps (None without a teacher); see ``task.lm_max_tokens``."""
         if self.cfg.lm_path is None:
             return None
         return lm_max_tokens(self.cfg.lm_path, load_tokenizer(self.cfg.lm_path), self.cfg.lm_max_tokens)
@@ -108,7 +109,7 @@ class AudioKtTask(AudioFinetuningTask):
             inner,
             transcripts,
             lm_path=self.cfg.lm_path,
-            max_tokens=self._lm_max_tokens(),
+            max_tokens=self.lm_token_limit(),
             lowercase=self.cfg.lm_text_case == "lower",
             source=text_path,
             manifest=os.path.join(self.cfg.data, f"{split}.tsv"),
