@@ -82,8 +82,11 @@ def main() -> None:
     (work / "results.md").write_text(table + "\n", encoding="utf-8")
     print(table)
 
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # importing fairseq turns on DEBUG logging
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
