@@ -53,7 +53,7 @@ from typing import Any, NamedTuple, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from fairseq_kt.modules.kt_heads import ClHead, KtLosses, RlAttentionHead, RlCifHead
+from fairseq_kt.modules.kt_heads import KT_HEAD_METHODS, ClHead, KtLosses, build_kt_head
 from fairseq_kt.teachers import DTYPES, Teacher, get_teacher, load_tokenizer, tokenize
 
 __all__ = ["SCHEMAS", "KtModule", "KtSettings", "from_yaml", "parse_config", "valid_mask_to_padding_mask"]
@@ -437,37 +437,25 @@ class KtModule(nn.Module):
         teacher = self.teacher
         self.max_tokens = max(teacher.max_positions - teacher.num_special, 0)
         self.head: nn.Module
-        if settings.method == "rl_cif":
-            self.head = RlCifHead(
-                settings.encoder_dim,
-                teacher.dim,
-                threshold=settings.cif_threshold,
-                kernel_size=settings.cif_kernel_size,
-                dropout=settings.dropout,
-                tail_threshold=settings.cif_tail_threshold,
-            )
-        elif settings.method == "rl_attention":
-            self.head = RlAttentionHead(
-                settings.encoder_dim,
-                teacher.dim,
-                num_heads=settings.num_heads,
-                dropout=settings.dropout,
-                positions=settings.positions,
-                max_positions=settings.max_positions,
-                bias=settings.bias,
-            )
-        elif settings.method == "cl":
-            self.head = ClHead(
-                settings.encoder_dim,
-                teacher.dim,
-                teacher.vocab_size,
-                num_heads=settings.num_heads,
-                dropout=settings.dropout,
-                bias=settings.bias,
-                tied_embeddings=teacher.output_embeddings() if settings.tie_embeddings else None,
-            )
-        else:
+        if settings.method not in KT_HEAD_METHODS:
             raise ValueError(f"KtSettings.method must be one of rl_cif, rl_attention, cl, got {settings.method!r}")
+        self.head = build_kt_head(
+            settings.method,
+            settings.encoder_dim,
+            teacher.dim,
+            teacher.vocab_size,
+            cif_threshold=settings.cif_threshold,
+            cif_kernel_size=settings.cif_kernel_size,
+            cif_tail_threshold=settings.cif_tail_threshold,
+            num_heads=settings.num_heads,
+            dropout=settings.dropout,
+            positions=settings.positions,
+            max_positions=settings.max_positions,
+            bias=settings.bias,
+            tied_embeddings=teacher.output_embeddings()
+            if settings.method == "cl" and settings.tie_embeddings
+            else None,
+        )
         _ = self.tokenizer  # load a separate tokenizer now, so that a bad path fails at construction
 
     # -- frozen, shared objects ----------------------------------------------------------------------------------

@@ -153,3 +153,11 @@ def test_nonfinite_kt_loss_is_dropped_and_counted(data, w2v, tiny_bert, monkeypa
     loss, _, log = crit(model, batch)
     assert math.isfinite(float(loss)) and log["kt_nonfinite"] == 1
     assert math.isclose(float(loss), (1 - crit.kt_weight) * log["loss_ctc"], rel_tol=1e-6)
+
+
+def test_unknown_kt_method_is_a_clear_error():
+    from fairseq_kt.modules.kt_heads import build_kt_head
+
+    with pytest.raises(ValueError, match="KT method must be one of rl_cif, rl_attention, cl, got 'rl_cfi'"):
+        build_kt_head("rl_cfi", 8, 8, 10)
+    assert isinstance(build_kt_head("rl_attention", 8, 4, 10, num_heads=2), RlAttentionHead)

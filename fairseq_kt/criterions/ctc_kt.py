@@ -28,7 +28,7 @@ from fairseq.logging import metrics
 from fairseq.logging.meters import safe_round
 from torch import Tensor, nn
 
-from fairseq_kt.modules.kt_heads import ClHead, KtLosses, RlAttentionHead, RlCifHead
+from fairseq_kt.modules.kt_heads import ClHead, KtLosses, build_kt_head
 from fairseq_kt.teacher_cache import TeacherCache
 from fairseq_kt.teachers import DTYPES, Teacher, get_teacher
 
@@ -198,33 +198,20 @@ class CtcKtCriterion(CtcCriterion):
             lm_dim, vocab_size = self._teacher.dim, self._teacher.vocab_size
             if causal and cfg.cl_tie_embeddings:
                 tied = self._teacher.output_embeddings()
-        if self.kt_method == "rl_cif":
-            self.kt_head = RlCifHead(
-                encoder_dim,
-                lm_dim,
-                threshold=cfg.cif_threshold,
-                kernel_size=cfg.cif_kernel_size,
-                dropout=cfg.kt_dropout,
-                tail_threshold=cfg.cif_tail_threshold,
-            )
-        elif self.kt_method == "rl_attention":
-            self.kt_head = RlAttentionHead(
-                encoder_dim,
-                lm_dim,
-                num_heads=cfg.kt_heads,
-                dropout=cfg.kt_dropout,
-                positions=str(cfg.kt_positions),
-                max_positions=cfg.kt_max_positions,
-            )
-        else:
-            self.kt_head = ClHead(
-                encoder_dim,
-                lm_dim,
-                vocab_size,
-                num_heads=cfg.kt_heads,
-                dropout=cfg.kt_dropout,
-                tied_embeddings=tied,
-            )
+        self.kt_head = build_kt_head(
+            self.kt_method,
+            encoder_dim,
+            lm_dim,
+            vocab_size,
+            cif_threshold=cfg.cif_threshold,
+            cif_kernel_size=cfg.cif_kernel_size,
+            cif_tail_threshold=cfg.cif_tail_threshold,
+            num_heads=cfg.kt_heads,
+            dropout=cfg.kt_dropout,
+            positions=str(cfg.kt_positions),
+            max_positions=cfg.kt_max_positions,
+            tied_embeddings=tied,
+        )
         n_params = sum(p.numel() for p in self.kt_head.parameters())
         logger.info(
             "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",

@@ -171,3 +171,60 @@ class ClHead(nn.Module):
         logits = self.classifier(lm_states.to(dtype), states.to(dtype), padding_mask)
         loss, correct, count = next_token_cross_entropy(logits, lm_tokens, lm_lengths)
         return KtLosses(loss, _zero(loss), _zero(loss), correct, count)
+
+
+KT_HEAD_METHODS = ("rl_cif", "rl_attention", "cl")
+
+
+def build_kt_head(
+    method: str,
+    encoder_dim: int,
+    lm_dim: int,
+    vocab_size: int,
+    *,
+    cif_threshold: float = 1.0,
+    cif_kernel_size: int = 3,
+    cif_tail_threshold: float = 0.5,
+    num_heads: int = 4,
+    dropout: float = 0.1,
+    positions: str = "sinusoidal",
+    max_positions: int = 512,
+    bias: bool = True,
+    tied_embeddings: Optional[Tensor] = None,
+) -> nn.Module:
+    """The head of ``method`` (``rl_cif``, ``rl_attention`` or ``cl``); one place for the criterion and the
+    standalone API. ``vocab_size`` and ``tied_embeddings`` only matter for ``cl``.
+
+    Raises:
+        ValueError: for an unknown method.
+    """
+    if method == "rl_cif":
+        return RlCifHead(
+            encoder_dim,
+            lm_dim,
+            threshold=cif_threshold,
+            kernel_size=cif_kernel_size,
+            dropout=dropout,
+            tail_threshold=cif_tail_threshold,
+        )
+    if method == "rl_attention":
+        return RlAttentionHead(
+            encoder_dim,
+            lm_dim,
+            num_heads=num_heads,
+            dropout=dropout,
+            positions=positions,
+            max_positions=max_positions,
+            bias=bias,
+        )
+    if method == "cl":
+        return ClHead(
+            encoder_dim,
+            lm_dim,
+            vocab_size,
+            num_heads=num_heads,
+            dropout=dropout,
+            bias=bias,
+            tied_embeddings=tied_embeddings,
+        )
+    raise ValueError(f"KT method must be one of {', '.join(KT_HEAD_METHODS)}, got {method!r}")
