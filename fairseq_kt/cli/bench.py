@@ -61,7 +61,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from fairseq_kt.cli._args import OneLineErrorParser, UsageError
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
 
 PROG = "fairseq-kt-bench"
 SUITES = ("cif", "step")
@@ -1215,13 +1215,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; return the exit status (0 on success, 2 on usage errors)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    args = parse_or_status(parser, argv, PROG)
+    if isinstance(args, int):
+        return args
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the teachers are local directories
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

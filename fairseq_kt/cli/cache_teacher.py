@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, UsageError
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
 
 PROG = "fairseq-kt-cache-teacher"
 
@@ -94,13 +94,9 @@ def _size(num_bytes: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``fairseq-kt-cache-teacher``; returns the exit status (0 ok, 1 write error, 2 usage/input)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+    args = parse_or_status(parser, argv, PROG)
+    if isinstance(args, int):
+        return args
     if not os.path.isdir(args.data):
         print(f"{PROG}: error: data directory {args.data} does not exist", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from fairseq_kt.cli._args import OneLineErrorParser, UsageError
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
 from fairseq_kt.text_norm import (
     CASES,
     DIGIT_MODES,
@@ -939,13 +939,9 @@ def prepare(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fairseq-kt-prepare``; returns the exit status (0 ok, 1 data/IO problem, 2 usage error)."""
     parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc} (see --help)", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
+    args = parse_or_status(parser, argv, PROG)
+    if isinstance(args, int):
+        return args
     try:
         return prepare(args)
     except PrepareError as exc:
