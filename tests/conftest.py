@@ -17,14 +17,14 @@ WORDS = (
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
-    from fairseq_kt.tiny_lm import write_tiny_bert
+    from fairseq_kt.testing.tiny_lm import write_tiny_bert
 
     return write_tiny_bert(tmp_path_factory.mktemp("bert"), WORDS, hidden_size=32)
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> str:
-    from fairseq_kt.tiny_lm import write_tiny_gpt2
+    from fairseq_kt.testing.tiny_lm import write_tiny_gpt2
 
     texts = [" ".join(WORDS[i : i + 6]) for i in range(0, len(WORDS) - 6)] * 3
     return write_tiny_gpt2(tmp_path_factory.mktemp("gpt2"), texts, vocab_size=300, hidden_size=32)

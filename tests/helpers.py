@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 import fairseq_kt  # noqa: F401  (registers ctc_kt / audio_kt)
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig
-from fairseq_kt.synth import synthesize_corpus
+from fairseq_kt.testing.synth import synthesize_corpus
 from fairseq_kt.tasks.audio_kt import AudioKtConfig
-from fairseq_kt.tiny_w2v import write_tiny_wav2vec2
+from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2
 
 
 def make_corpus(root: Path, train: int = 8, valid: int = 4, seed: int = 0) -> Path:

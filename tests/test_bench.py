@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from fairseq_kt.bench_reference import loop_cif, loop_cif_batch
+from fairseq_kt.testing.cif_reference import loop_cif, loop_cif_batch
 from fairseq_kt.cli.bench import STEP_CONFIGS, CifSettings, compare_cif_outputs, main
 from fairseq_kt.modules.cif import cif, scale_weights
 

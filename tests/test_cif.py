@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairseq_kt.bench_reference import loop_cif
+from fairseq_kt.testing.cif_reference import loop_cif
 from fairseq_kt.modules.cif import CifAligner, CifWeightPredictor, cif, scale_weights
 from fairseq_kt.modules.losses import quantity_loss
 

@@ -24,9 +24,9 @@ from omegaconf import OmegaConf  # noqa: E402
 from fairseq_kt.checkpoints import CheckpointError, read_manifest  # noqa: E402
 from fairseq_kt.cli import evaluate as ev  # noqa: E402
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig  # noqa: E402
-from fairseq_kt.synth import letters, write_dictionary  # noqa: E402
+from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
 from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
-from fairseq_kt.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
+from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
 SENTENCES = [
     "the dog ran",

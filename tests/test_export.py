@@ -27,9 +27,9 @@ import fairseq_kt  # noqa: E402
 from fairseq_kt.checkpoints import Manifest  # noqa: E402
 from fairseq_kt.cli import export as ex  # noqa: E402
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig  # noqa: E402
-from fairseq_kt.synth import letters, write_dictionary  # noqa: E402
+from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
 from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
-from fairseq_kt.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
+from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
 PLUGIN_DIR = str(Path(fairseq_kt.__file__).parent)
 STOCK_TASK_FIELDS = {f.name for f in dataclasses.fields(AudioFinetuningConfig)} | {"_name"}

@@ -1,4 +1,4 @@
-"""Tests of the espeak-ng corpus synthesis (fairseq_kt.synth)."""
+"""Tests of the espeak-ng corpus synthesis (fairseq_kt.testing.synth)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from fairseq_kt import synth
+from fairseq_kt.testing import synth
 
 needs_tts = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="espeak-ng and sox are not installed"

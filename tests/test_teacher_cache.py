@@ -15,7 +15,7 @@ from fairseq_kt import teacher_cache
 from fairseq_kt.cli.cache_teacher import main
 from fairseq_kt.teacher_cache import TeacherCache, build_cache, fingerprint
 from fairseq_kt.teachers import Teacher, lm_max_tokens, load_tokenizer, tokenize
-from fairseq_kt.tiny_lm import write_tiny_bert
+from fairseq_kt.testing.tiny_lm import write_tiny_bert
 from tests.conftest import WORDS
 from tests.helpers import build, first_batch, make_corpus, tiny_w2v
 

@@ -1,4 +1,4 @@
-"""Tests of the tiny random wav2vec2 checkpoint (fairseq_kt.tiny_w2v) with fairseq's wav2vec_ctc."""
+"""Tests of the tiny random wav2vec2 checkpoint (fairseq_kt.testing.tiny_w2v) with fairseq's wav2vec_ctc."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from fairseq.tasks.audio_finetuning import AudioFinetuningConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import fairseq_kt  # noqa: E402,F401  (safe globals for loading fairseq checkpoints)
-from fairseq_kt.synth import letters, write_dictionary  # noqa: E402
-from fairseq_kt.tiny_w2v import CONV_STRIDE, num_frames, write_tiny_wav2vec2  # noqa: E402
+from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
+from fairseq_kt.testing.tiny_w2v import CONV_STRIDE, num_frames, write_tiny_wav2vec2  # noqa: E402
 
 VARIANTS = [
     pytest.param({"layer_norm_first": False}, id="post-ln"),

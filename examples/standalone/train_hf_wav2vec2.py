@@ -34,8 +34,8 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from transformers.utils import logging as hf_logging
 
 from fairseq_kt.standalone import from_yaml
-from fairseq_kt.synth import make_sentences, vocabulary
-from fairseq_kt.tiny_lm import write_tiny_bert, write_tiny_gpt2
+from fairseq_kt.testing.synth import make_sentences, vocabulary
+from fairseq_kt.testing.tiny_lm import write_tiny_bert, write_tiny_gpt2
 
 SAMPLE_RATE = 16000
 LETTERS = "|abcdefghijklmnopqrstuvwxyz'"  # "|" is the word boundary; id 0 is the CTC blank ("<pad>")

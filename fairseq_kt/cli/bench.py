@@ -12,7 +12,7 @@ times depend on the machine and on whatever else runs on it.
     Forward + backward of CIF in training mode (target lengths, padding) at B=8, H=768, N=60 over a sweep of
     frame counts L: :func:`fairseq_kt.modules.cif.cif` (with :func:`~fairseq_kt.modules.cif.scale_weights`), the
     ``torch-cif`` package's ``cif_function`` (same inputs, same N; it scales the weights itself) and the per-frame
-    loop of :mod:`fairseq_kt.bench_reference`. It also reports how far the three disagree (float64 inputs).
+    loop of :mod:`fairseq_kt.testing.cif_reference`. It also reports how far the three disagree (float64 inputs).
 
 ``step``
     One training step (forward, backward, Adam step; train mode, dropout, masking and layerdrop of fairseq's
@@ -353,7 +353,7 @@ def _torch_cif_function() -> Optional[Callable[..., dict]]:
 
 def cif_implementations(threshold: float = 1.0) -> dict[str, Callable[[CifInputs], Tensor]]:
     """``ours``, ``torch_cif`` (when installed) and ``loop``: inputs → B×N×H training-mode CIF vectors."""
-    from fairseq_kt.bench_reference import loop_cif_batch
+    from fairseq_kt.testing.cif_reference import loop_cif_batch
     from fairseq_kt.modules.cif import cif, scale_weights
 
     def ours(x: CifInputs) -> Tensor:
@@ -549,7 +549,7 @@ def format_cif_report(result: dict[str, Any]) -> str:
             ]
         )
     lines.append(_table(["L", "ours ms", "torch-cif ms", "loop ms", "ours/torch-cif", f"<= {CIF_TARGET}x"], rows))
-    lines.append(f"(* headline size; loop = {PROG}'s per-frame reference, fairseq_kt.bench_reference)")
+    lines.append(f"(* headline size; loop = {PROG}'s per-frame reference, fairseq_kt.testing.cif_reference)")
     a = result["agreement"]
     ol = a["ours_vs_loop"]
     lines.append(
@@ -593,14 +593,14 @@ class Workspace:
 def make_corpus(root: Path, batch: int, seed: int = 0) -> dict[str, Any]:
     """An espeak-ng corpus of ``batch`` utterances, each two synthesised sentences spoken one after the other.
 
-    Synthesises ``3·batch`` sentences (:func:`fairseq_kt.synth.synthesize_corpus`), keeps the ``2·batch``
+    Synthesises ``3·batch`` sentences (:func:`fairseq_kt.testing.synth.synthesize_corpus`), keeps the ``2·batch``
     shortest and joins them in pairs of similar length, which gives utterances of about 4-5 s and 12-16 words.
     Writes ``root/data/train.{tsv,wrd,ltr}`` and ``dict.ltr.txt``; returns durations and word counts.
     """
     import numpy as np
     import soundfile as sf
 
-    from fairseq_kt.synth import SAMPLE_RATE, letters, synthesize_corpus, write_dictionary
+    from fairseq_kt.testing.synth import SAMPLE_RATE, letters, synthesize_corpus, write_dictionary
 
     speech = root / "speech"
     synthesize_corpus(speech, {"train": 3 * batch}, seed=seed)
@@ -634,14 +634,14 @@ def make_corpus(root: Path, batch: int, seed: int = 0) -> dict[str, Any]:
 def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tuple[Path, Path, dict[str, Any]]:
     """Random-weight teachers with tokenizers for the corpus: BERT-base and GPT2 (small) sizes, or tiny ones.
 
-    The tokenizers come from :mod:`fairseq_kt.tiny_lm` (word-level WordPiece, byte-level BPE trained on the
+    The tokenizers come from :mod:`fairseq_kt.testing.tiny_lm` (word-level WordPiece, byte-level BPE trained on the
     texts). For base sizes the models are then replaced by ``BertModel(BertConfig())`` and
     ``GPT2LMHeadModel(GPT2Config())`` (the library defaults: 12 layers, 768 wide, 3072 FFN), with the embedding
     table at the real vocabulary size (30522 / 50257 rows) when ``settings.real_vocab``, else at the tokenizer's.
     """
     from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
-    from fairseq_kt.tiny_lm import write_tiny_bert, write_tiny_gpt2
+    from fairseq_kt.testing.tiny_lm import write_tiny_bert, write_tiny_gpt2
 
     words = sorted({w.lower() for t in texts for w in t.split()})
     bert = Path(write_tiny_bert(root / "bert", words, hidden_size=32, max_positions=512, seed=settings.seed))
@@ -682,7 +682,7 @@ def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tupl
 
 def prepare_workspace(root: Path, settings: StepSettings, executor_factory: Callable[[], Any]) -> Workspace:
     """Corpus, student checkpoint, teachers and their caches (each cache built in a fresh process)."""
-    from fairseq_kt.tiny_w2v import write_tiny_wav2vec2
+    from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2
 
     _note("step: synthesising the corpus")
     batch_info = make_corpus(root, settings.batch)
@@ -840,7 +840,7 @@ def _step_worker(spec: dict[str, Any]) -> dict[str, Any]:
     _set_threads(spec["threads"])
     from fairseq.utils import apply_to_sample
 
-    from fairseq_kt.tiny_w2v import num_frames
+    from fairseq_kt.testing.tiny_w2v import num_frames
 
     device = torch.device(spec["device"])
     rss_start = _proc_status_kib("VmRSS")

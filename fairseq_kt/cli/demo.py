@@ -53,7 +53,7 @@ def _env() -> dict[str, str]:
 
 
 def prepare_data(work: Path, train: int, valid: int, test: int, seed: int) -> Path:
-    from fairseq_kt.synth import synthesize_corpus
+    from fairseq_kt.testing.synth import synthesize_corpus
 
     data = work / "data"
     print(f"[demo] corpus: {train} train / {valid} valid / {test} test utterances in {data}", flush=True)
@@ -62,7 +62,7 @@ def prepare_data(work: Path, train: int, valid: int, test: int, seed: int) -> Pa
 
 
 def prepare_w2v(work: Path, data: Path) -> Path:
-    from fairseq_kt.tiny_w2v import write_tiny_wav2vec2
+    from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2
 
     path = work / "w2v_tiny.pt"
     if not path.exists():
@@ -73,7 +73,7 @@ def prepare_w2v(work: Path, data: Path) -> Path:
 
 def prepare_gpt2(work: Path, data: Path) -> Path:
     """A tiny GPT2 trained on the training transcripts (the CL teacher of the demo)."""
-    from fairseq_kt.tiny_lm import write_tiny_gpt2
+    from fairseq_kt.testing.tiny_lm import write_tiny_gpt2
 
     out = work / "gpt2_tiny"
     if not (out / "config.json").exists():

@@ -174,7 +174,7 @@ def _draw_sentences(n: int, key: str, exclude: set[str] | None) -> list[str]:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     excluded = exclude or set()
-    rng = random.Random(f"fairseq_kt.synth:{key}")
+    rng = random.Random(f"fairseq_kt.testing.synth:{key}")
     chosen: list[str] = []
     seen: set[str] = set()
     max_draws = 200 * n + 1000
