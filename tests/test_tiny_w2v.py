@@ -62,6 +62,9 @@ def test_num_frames() -> None:
     assert num_frames(16000) == 49
     assert num_frames(400) == 1 and num_frames(399) == 0
     assert abs(num_frames(160000) - 160000 / CONV_STRIDE) <= 1
+    assert num_frames(0) == 0 and num_frames(5) == 0  # fairseq's formula goes negative there
+    # another extractor: one conv of kernel 4, stride 4 -> (L - 4) // 4 + 1 frames
+    assert num_frames(20, "[(8, 4, 4)]") == 5 and num_frames(16000, "[(8, 4, 4)]") == 4000
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

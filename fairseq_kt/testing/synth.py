@@ -30,6 +30,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from fairseq_kt.io import atomic_write_text
+
 __all__ = [
     "DEFAULT_SPEEDS",
     "DEFAULT_VOICES",
@@ -214,20 +216,6 @@ def letters(text: str) -> str:
     return " ".join("|".join(words)) + " |"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_dictionary(ltr_lines: Iterable[str], path: str | os.PathLike) -> None:
     """Write a fairseq dictionary (``dict.ltr.txt``) of the symbols in ``ltr_lines``.
 
@@ -243,7 +231,7 @@ def write_dictionary(ltr_lines: Iterable[str], path: str | os.PathLike) -> None:
     if not counts:
         raise ValueError("cannot write a dictionary: the label lines hold no symbol")
     ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    _atomic_write_text(Path(path), "".join(f"{symbol} {count}\n" for symbol, count in ordered))
+    atomic_write_text(Path(path), "".join(f"{symbol} {count}\n" for symbol, count in ordered))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,7 +421,7 @@ def synthesize_corpus(
     if not reuse_wavs:
         # Mark the directory as in progress before touching any file, so that an interruption never leaves a
         # stamp that matches a half-written corpus.
-        _atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": False}, indent=2) + "\n")
+        atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": False}, indent=2) + "\n")
     _remove_stale_wavs(wav_dir, splits)
 
     sentences = _split_sentences(splits, seed, disjoint_sentences)
@@ -457,11 +445,11 @@ def synthesize_corpus(
     for split, texts in sentences.items():
         tsv = [f"{out}\n"] + [f"wav/{split}_{i}.wav\t{num_samples[(split, i)]}\n" for i in range(len(texts))]
         words = [text.upper() for text in texts]
-        _atomic_write_text(out / f"{split}.tsv", "".join(tsv))
-        _atomic_write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
-        _atomic_write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
+        atomic_write_text(out / f"{split}.tsv", "".join(tsv))
+        atomic_write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
+        atomic_write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
 
     dict_split = "train" if "train" in splits else next(iter(splits))
     write_dictionary((letters(text) for text in sentences[dict_split]), out / "dict.ltr.txt")
-    _atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": True}, indent=2) + "\n")
+    atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": True}, indent=2) + "\n")
     return counts

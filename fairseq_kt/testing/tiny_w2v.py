@@ -15,10 +15,13 @@ The conv feature extractor is the standard 7-layer stack (kernels 10, 3, 3, 3, 3
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
 
 import torch
+
+from fairseq_kt.io import atomic_torch_save
 
 __all__ = ["CONV_STRIDE", "conv_feature_layers", "num_frames", "write_tiny_wav2vec2"]
 
@@ -34,18 +37,20 @@ def conv_feature_layers(channels: int) -> str:
     return "[" + ", ".join(f"({channels}, {k}, {s})" for k, s in _KERNELS_STRIDES) + "]"
 
 
-def num_frames(num_samples: int) -> int:
+def num_frames(num_samples: int, conv_layers: Optional[str] = None) -> int:
     """Number of encoder frames for ``num_samples`` audio samples (about ``num_samples / 320``, never padded).
 
-    Each convolution without padding maps length ``L`` to ``(L - kernel) // stride + 1``; e.g. 16000 samples
-    (1 s at 16 kHz) give 49 frames. Returns 0 for audio shorter than the receptive field (400 samples).
+    Computed by fairseq's own ``Wav2Vec2Model._get_feat_extract_output_lengths`` for the extractor described by
+    ``conv_layers`` (a ``conv_feature_layers`` string; default: the 7-layer stack of this module, whose channel
+    count does not matter). E.g. 16000 samples (1 s at 16 kHz) give 49 frames. Returns 0 for audio shorter than
+    the receptive field (400 samples), where fairseq's formula can go negative.
     """
-    length = num_samples
-    for kernel, stride in _KERNELS_STRIDES:
-        if length < kernel:
-            return 0
-        length = (length - kernel) // stride + 1
-    return length
+    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+
+    cfg = Wav2Vec2Config(conv_feature_layers=conv_layers or conv_feature_layers(1))
+    # the method reads only ``self.cfg.conv_feature_layers``: no model needs to be built
+    frames = Wav2Vec2Model._get_feat_extract_output_lengths(SimpleNamespace(cfg=cfg), torch.tensor([num_samples]))
+    return max(int(frames[0]), 0)
 
 
 def _validate(
@@ -80,20 +85,6 @@ def _validate(
         )
     if extractor_mode not in _EXTRACTOR_MODES:
         raise ValueError(f"extractor_mode must be one of {_EXTRACTOR_MODES}, got {extractor_mode!r}")
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_tiny_wav2vec2(
@@ -186,5 +177,5 @@ def write_tiny_wav2vec2(
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}, "previous_training_time": 0.0},
     }
     out = Path(path)
-    _atomic_torch_save(state, out)
+    atomic_torch_save(state, out)
     return str(out)
