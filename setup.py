@@ -13,6 +13,10 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["fairseq_kt", "fairseq_kt.*"]),
+    # the recipes (fairseq_kt/configs/finetune/*.yaml, ...) ship inside the package: fairseq-kt-demo and
+    # --config-dir work from an installed wheel; the top-level configs/ of a checkout links to them
+    package_data={"fairseq_kt": ["configs/**/*.yaml"]},
+    include_package_data=True,
     # fairseq itself is an extra: a user with their own fairseq checkout installs that instead
     # (see README, "Installing with your own fairseq").
     install_requires=[

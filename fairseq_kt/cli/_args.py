@@ -1,10 +1,16 @@
-"""Shared command-line plumbing: usage errors reported on one line (exit status 2) instead of argparse's usage dump."""
+"""Shared command-line plumbing: one-line usage errors (exit status 2), and importing fairseq without its noise.
+
+This module imports only the standard library, so that it can run before fairseq is imported.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Optional, Union
 
 
@@ -30,3 +36,30 @@ def parse_or_status(
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+
+
+@contextlib.contextmanager
+def quiet_fairseq_import() -> Iterator[None]:
+    """Import fairseq inside this block without its import-time output.
+
+    Importing fairseq calls ``logging.basicConfig`` from some of its modules (which turns on INFO or DEBUG logging
+    of every library for the whole process) and logs "Please install tensorboardX" at INFO level. Inside the block
+    records at INFO and below are dropped; on exit, root handlers added inside the block are removed and the root
+    level is restored, so the program's own logging set-up is what counts. Once fairseq is imported, the block
+    changes nothing (fairseq's modules run their import-time code once per process).
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    previous_disable = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logging.disable(previous_disable)
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
