@@ -7,8 +7,9 @@ language models", ICASSP 2022 (arXiv:2203.03582), as a fairseq plugin:
 * ``task._name=audio_kt`` — ``audio_finetuning`` plus transcripts tokenized for the teacher LM.
 
 Importing the package registers both with fairseq (``common.user_dir=/path/to/fairseq_kt`` does it for
-``fairseq-hydra-train``) and makes fairseq checkpoints loadable under torch >= 2.6. The pure-torch modules
-(``fairseq_kt.modules``) work without fairseq.
+``fairseq-hydra-train``) and makes fairseq checkpoints loadable under torch >= 2.6; nothing else. The fixes to
+fairseq's checkpoint writes and mask seeding (:mod:`fairseq_kt.patches`) are applied when the ``audio_kt`` task is
+set up, not on import. The pure-torch modules (``fairseq_kt.modules``) work without fairseq.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ def _have_fairseq() -> bool:
 
 
 if _have_fairseq():
-    from fairseq_kt import fairseq_fixes
-
-    fairseq_fixes.apply()  # atomic checkpoint writes, reproducible wav2vec2 masks
     from fairseq_kt import (  # noqa: F401  (registration)
         _compat,  # noqa: F401  (safe globals for torch.load)
         criterions,

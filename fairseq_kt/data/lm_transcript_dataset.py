@@ -10,7 +10,9 @@ import soundfile as sf
 import torch
 from fairseq.data import BaseWrapperDataset
 
-from fairseq_kt.teachers import load_tokenizer, tokenize
+from fairseq_kt.data.lm_tokens import lm_text, lm_token_ids
+from fairseq_kt.data.manifest_check import BadAudioError
+from fairseq_kt.teachers import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -21,9 +23,11 @@ class LmTranscriptDataset(BaseWrapperDataset):
     Tokenization happens in ``__getitem__`` (so in the data loader workers); the tokenizer is loaded lazily in each
     process from ``lm_path``, which keeps the dataset picklable. Transcripts with more tokens than ``max_tokens``
     (the teacher's positions minus its special tokens) are truncated; each truncation is logged with the
-    utterance's line number and counted in :attr:`num_truncated` (per process). Audio that cannot be used (missing
-    or corrupt file, wrong sample rate, more than one channel) raises an error naming the manifest line and file, or,
-    with ``skip_bad_audio``, is dropped from its batch with a warning and counted in :attr:`num_bad_audio`.
+    utterance's line number and counted in :attr:`num_truncated` (per process). Audio that cannot be used when its
+    batch is read (corrupt content, wrong sample rate, more than one channel; missing and empty files are removed or
+    refused at load by :mod:`fairseq_kt.data.manifest_check`, but a file can still vanish during a run) raises
+    :class:`BadAudioError` naming the manifest line and file, or, with ``skip_bad_audio``, is dropped from its batch
+    with a warning and counted in :attr:`num_bad_audio`.
 
     Batches gain ``lm_tokens`` (B×N long, right-padded with 0), ``lm_lengths`` (B long) and ``lm_text``
     (list of B strings), in the order of ``sample["id"]``.
@@ -76,8 +80,7 @@ class LmTranscriptDataset(BaseWrapperDataset):
         return self._tokenizer
 
     def text(self, index: int) -> str:
-        text = self.transcripts[index]
-        return text.lower() if self.lowercase else text
+        return lm_text(self.transcripts[index], self.lowercase)
 
     def _manifest_line(self, index: int) -> int:
         """1-based line of the manifest that describes dataset item ``index`` (line 1 is the audio root)."""
@@ -112,7 +115,7 @@ class LmTranscriptDataset(BaseWrapperDataset):
         except Exception as err:  # soundfile, fairseq's sample-rate check, a missing file, ...
             where = f"{self.manifest} line {self._manifest_line(index)} ({path})"
             if not self.skip_bad_audio:
-                raise RuntimeError(
+                raise BadAudioError(
                     f"{where}: unusable audio: {err} (task.skip_bad_audio=true skips such files)"
                 ) from err
             self.num_bad_audio += 1
@@ -123,10 +126,9 @@ class LmTranscriptDataset(BaseWrapperDataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self._load_audio_item(index)
-        text = self.text(index)
-        item["lm_text"] = text
+        item["lm_text"] = self.text(index)
         if self.lm_path is not None:
-            ids, truncated = tokenize(self.tokenizer, text, self.max_tokens)
+            ids, truncated = lm_token_ids(self.tokenizer, self.transcripts[index], self.lowercase, self.max_tokens)
             if truncated:
                 self.num_truncated += 1
                 logger.warning(

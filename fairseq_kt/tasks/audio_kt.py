@@ -12,7 +12,11 @@ from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
 from omegaconf import II
 
+from fairseq_kt import patches
 from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
+from fairseq_kt.data.manifest_check import BadAudioError, check_manifest, describe_problems, drop_manifest_entries
+from fairseq_kt.data.token_check import check_lm_tokens
+from fairseq_kt.errors import FairseqKtError
 from fairseq_kt.teachers import lm_max_tokens, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -38,8 +42,10 @@ class AudioKtConfig(AudioFinetuningConfig):
     skip_bad_audio: bool = field(
         default=False,
         metadata={
-            "help": "drop unusable audio (missing/corrupt file, wrong sample rate, not mono) from batches "
-            "with a logged, counted warning instead of stopping with an error naming the manifest line"
+            "help": "skip unusable audio instead of stopping with an error naming the manifest line: missing, "
+            "unreadable or empty files are removed at dataset load (with their labels and transcripts, counted in "
+            "the log); corrupt content, a wrong sample rate or several channels, found when a batch is read, drop "
+            "the utterance from its batch with a counted warning"
         },
     )
     unknown_labels: UNKNOWN_LABELS_CHOICES = field(  # type: ignore[valid-type]
@@ -53,6 +59,23 @@ class AudioKtConfig(AudioFinetuningConfig):
         default=0,
         metadata={"help": "truncate LM token ids to this many; 0 = the teacher's max positions minus its specials"},
     )
+    max_unknown_lm_tokens: float = field(
+        default=0.2,
+        metadata={
+            "help": "before training, a sample of each split's transcripts is tokenized as the dataset does; stop "
+            "when more than this fraction of the LM tokens is the tokenizer's unknown token (or when no transcript "
+            "gives a token). Check a tokenizer with AutoTokenizer.from_pretrained(LM).tokenize('a transcript'); "
+            "override with a larger value, 1.0 disables the unknown-token limit"
+        },
+    )
+
+
+class DataFileError(FairseqKtError, ValueError):
+    """A split's files disagree (line counts, label symbols) or use an unsupported layout."""
+
+
+class MissingDataFileError(FairseqKtError, FileNotFoundError):
+    """A file the split needs (manifest, labels, transcripts) does not exist."""
 
 
 def count_lines(path: str, skip_header: bool = False) -> int:
@@ -71,51 +94,95 @@ class AudioKtTask(AudioFinetuningTask):
         super().__init__(cfg)
         self.encoder_dim: Optional[int] = None
 
-    def lm_token_limit(self) -> Optional[int]:
-        """How many LM tokens of a transcript the dataset keeps (None without a teacher); see ``task.lm_max_tokens``."""
+    def lm_token_limit(self, tokenizer: Any = None) -> Optional[int]:
+        """How many LM tokens of a transcript the dataset keeps (None without a teacher); see ``task.lm_max_tokens``.
+
+        ``tokenizer`` is the teacher's, if the caller has it loaded already.
+        """
         if self.cfg.lm_path is None:
             return None
-        return lm_max_tokens(self.cfg.lm_path, load_tokenizer(self.cfg.lm_path), self.cfg.lm_max_tokens)
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.cfg.lm_path)
+        return lm_max_tokens(self.cfg.lm_path, tokenizer, self.cfg.lm_max_tokens)
 
     def check_split_files(self, split: str) -> None:
         """Clear errors for missing files or line counts that disagree with the manifest."""
         data = self.cfg.data
         manifest = os.path.join(data, f"{split}.tsv")
         if not os.path.isfile(manifest):
-            raise FileNotFoundError(f"manifest {manifest} not found (task.data={data}, split {split!r})")
+            raise MissingDataFileError(f"manifest {manifest} not found (task.data={data}, split {split!r})")
         n_audio = count_lines(manifest, skip_header=True)
         for ext in dict.fromkeys([self.cfg.labels, self.cfg.text_labels]):
             path = os.path.join(data, f"{split}.{ext}")
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path} not found: every manifest needs its .{ext} file (split {split!r})")
+                raise MissingDataFileError(f"{path} not found: every manifest needs its .{ext} file (split {split!r})")
             n = count_lines(path)
             if n != n_audio:
-                raise ValueError(f"{path} has {n} lines but the manifest {manifest} lists {n_audio} utterances")
+                raise DataFileError(f"{path} has {n} lines but the manifest {manifest} lists {n_audio} utterances")
+
+    @classmethod
+    def setup_task(cls, cfg: AudioKtConfig, **kwargs: Any) -> "AudioKtTask":
+        """The task, with :mod:`fairseq_kt.patches` applied to fairseq (once per process)."""
+        patches.apply()
+        return super().setup_task(cfg, **kwargs)
 
     def load_dataset(self, split: str, task_cfg: Any = None, **kwargs: Any) -> None:
+        """fairseq's audio + labels, checked up front (audio files, LM tokens), wrapped with LM token ids."""
         task_cfg = task_cfg or self.cfg
         if task_cfg.multi_corpus_keys is not None:
-            raise ValueError("task.multi_corpus_keys is not supported by audio_kt; use one manifest per split")
+            raise DataFileError("task.multi_corpus_keys is not supported by audio_kt; use one manifest per split")
         self.check_split_files(split)
+        manifest = os.path.join(self.cfg.data, f"{split}.tsv")
+        bad = self.check_audio_files(manifest)
         super().load_dataset(split, task_cfg, **kwargs)
         inner = self.datasets[split]
+        if bad:
+            removed = drop_manifest_entries(inner, bad)
+            logger.warning("%s: skipped %d unusable audio files (task.skip_bad_audio=true)", manifest, removed)
+            if len(inner) == 0:
+                raise BadAudioError(f"{manifest}: no usable audio file left after skipping the unusable ones")
         skipped = getattr(getattr(inner, "dataset", inner), "skipped_indices", set())
         text_path = os.path.join(self.cfg.data, f"{split}.{self.cfg.text_labels}")
         with open(text_path, encoding="utf-8") as f:
-            transcripts = [line.rstrip("\n") for i, line in enumerate(f) if i not in skipped]
+            lines = [line.rstrip("\n") for line in f]
         self.check_label_symbols(split)
-        n_manifest = count_lines(os.path.join(self.cfg.data, f"{split}.tsv"), skip_header=True)
+        tokenizer = load_tokenizer(self.cfg.lm_path) if self.cfg.lm_path is not None else None
+        limit = self.lm_token_limit(tokenizer)
+        if tokenizer is not None:
+            check_lm_tokens(
+                tokenizer,
+                lines,
+                lm_path=str(self.cfg.lm_path),
+                split=split,
+                lowercase=self.cfg.lm_text_case == "lower",
+                max_tokens=limit,
+                max_unknown=float(self.cfg.max_unknown_lm_tokens),
+                source=text_path,
+            )
+        kept = [i for i in range(len(lines)) if i not in skipped]
         self.datasets[split] = LmTranscriptDataset(
             inner,
-            transcripts,
+            [lines[i] for i in kept],
             lm_path=self.cfg.lm_path,
-            max_tokens=self.lm_token_limit(),
+            max_tokens=limit,
             lowercase=self.cfg.lm_text_case == "lower",
             source=text_path,
-            manifest=os.path.join(self.cfg.data, f"{split}.tsv"),
-            manifest_lines=[i for i in range(n_manifest) if i not in skipped],
+            manifest=manifest,
+            manifest_lines=kept,
             skip_bad_audio=bool(self.cfg.skip_bad_audio),
         )
+
+    def check_audio_files(self, manifest: str) -> set[int]:
+        """Manifest entries (0-based) whose audio file is missing, unreadable or empty, found before any batch.
+
+        Raises:
+            BadAudioError: there are such entries and ``task.skip_bad_audio`` is false.
+        """
+        problems = check_manifest(manifest)
+        if problems and not self.cfg.skip_bad_audio:
+            raise BadAudioError(
+                describe_problems(manifest, problems) + " (task.skip_bad_audio=true skips them with their transcripts)"
+            )
+        return {p.entry for p in problems}
 
     def check_label_symbols(self, split: str) -> None:
         """Report CTC label symbols that the dictionary lacks (fairseq silently maps them to ``<unk>``)."""
@@ -137,7 +204,7 @@ class AudioKtTask(AudioFinetuningTask):
             f"dict.{self.cfg.labels}.txt ({', '.join(sorted(unknown)[:20])}); first at {'; '.join(first)}"
         )
         if self.cfg.unknown_labels == "error":
-            raise ValueError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
+            raise DataFileError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
         logger.warning("%s; they become <unk>", msg)
 
     def train_step(
