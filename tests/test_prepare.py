@@ -1,4 +1,4 @@
-"""``fairseq-kt-prepare`` and ``fairseq_kt.text_norm``: tiny corpora written with soundfile, prepared end to end."""
+"""``fairseq-kt-prepare`` and ``fairseq_kt.dataprep``: tiny corpora written with soundfile, prepared end to end."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fairseq_kt.cli.prepare import main, resample
-from fairseq_kt.text_norm import NormOptions, TranscriptError, letter_labels, make_labels, normalize_text
+from fairseq_kt.cli.prepare import main
+from fairseq_kt.dataprep.audio import resample
+from fairseq_kt.dataprep.corpus import DataError, PrepareError
+from fairseq_kt.dataprep.text_norm import NormOptions, TranscriptError, letter_labels, make_labels, normalize_text
+from fairseq_kt.errors import FairseqKtError
 
 RATE = 16000
 
@@ -387,6 +390,27 @@ def test_resample_lengths_and_identity() -> None:
     assert resample(x, 44100, 16000).shape == (1601,)
     assert resample(x, 8000, 16000).shape == (8822,)
     np.testing.assert_array_equal(resample(x, 16000, 16000), x)
+
+
+def test_resample_keeps_frequency_and_amplitude() -> None:
+    """A 1 kHz sine at 44.1 kHz, resampled to 16 kHz: same frequency and amplitude, ceil(S * 16000 / 44100) samples."""
+    n = 44100 + 7
+    x = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(n) / 44100)
+    y = resample(x, 44100, 16000)
+    assert y.shape == (-(-n * 16000 // 44100),) and y.dtype == np.float64
+    middle = y[400:-400]
+    t = np.arange(len(y))[400:-400] / 16000
+    np.testing.assert_allclose(middle, 0.5 * np.sin(2 * np.pi * 1000.0 * t), atol=1e-4)
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(middle)
+    assert abs(peak_hz - 1000.0) < 16000 / len(middle)
+    assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.5 / np.sqrt(2), rel=1e-3)
+
+
+def test_errors_share_the_plugin_base_class() -> None:
+    for cls in (PrepareError, DataError, TranscriptError):
+        assert issubclass(cls, FairseqKtError)
+    assert issubclass(TranscriptError, ValueError)  # older callers catch ValueError
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -23,14 +23,31 @@ A normalised transcript is accepted when every character is allowed: by default 
 
 from __future__ import annotations
 
+__all__ = [
+    "CASES",
+    "DIGIT_MODES",
+    "LABEL_TYPES",
+    "PUNCTUATION_MODES",
+    "WORD_BOUNDARY",
+    "Labels",
+    "NormOptions",
+    "TranscriptError",
+    "char_labels",
+    "letter_labels",
+    "make_labels",
+    "normalize_text",
+]
+
 import unicodedata
 from dataclasses import dataclass
+
+from fairseq_kt.errors import FairseqKtError
+from fairseq_kt.io import WORD_BOUNDARY, letter_labels
 
 CASES = ("upper", "lower", "keep")
 PUNCTUATION_MODES = ("strip", "keep")
 DIGIT_MODES = ("keep", "drop", "error")
 LABEL_TYPES = ("letter", "char")
-WORD_BOUNDARY = "|"
 
 _APOSTROPHE = "'"
 _TRANSLATE = str.maketrans(
@@ -38,7 +55,7 @@ _TRANSLATE = str.maketrans(
 )
 
 
-class TranscriptError(ValueError):
+class TranscriptError(FairseqKtError, ValueError):
     """A transcript that cannot be turned into labels; ``reason`` is a short code, ``detail`` says why."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -172,11 +189,6 @@ def disallowed_chars(text: str, options: NormOptions) -> list[str]:
 def describe_chars(chars: list[str]) -> str:
     """``'$' U+0024, '€' U+20AC``: readable even for invisible characters."""
     return ", ".join(f"{ch!r} U+{ord(ch):04X}" for ch in chars)
-
-
-def letter_labels(words: str) -> str:
-    """``HELLO WORLD`` -> ``H E L L O | W O R L D |``."""
-    return " ".join(f"{' '.join(word)} {WORD_BOUNDARY}" for word in words.split())
 
 
 def char_labels(text: str) -> str:
