@@ -6,10 +6,11 @@
 * Two CPU ranks (one ``fairseq-hydra-train`` process each, gloo, started by ``examples/multinode/cpu_gloo.sh``)
   end with identical model and KT-head parameters, and each rank loads the teacher exactly once.
 
-Three behaviours of stock fairseq break these guarantees and are fixed by the plugin (``fairseq_kt.fairseq_fixes``,
-``AudioKtTask.train_step``): wav2vec2 masks and layerdrop drawn from generators that ignore the per-update seed,
-``checkpoint_last.pt`` rewritten in place by a copy, and a retried checkpoint write appended to the failed attempt's
-bytes. A test below covers each.
+Three behaviours of stock fairseq break these guarantees and are fixed by the plugin (``fairseq_kt.patches``, which
+the ``audio_kt`` task applies when it is set up, and ``AudioKtTask.train_step``): wav2vec2 masks and layerdrop drawn
+from generators that ignore the per-update seed, ``checkpoint_last.pt`` rewritten in place by a copy, and a retried
+checkpoint write appended to the failed attempt's bytes. A test below covers each; the in-process ones apply the
+patches as setting up the task does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import fairseq_kt  # noqa: F401  (as in training: fairseq's checkpoint code runs with the plugin imported)
+from fairseq_kt import patches
 from tests.helpers import make_corpus, tiny_w2v
 from tests.helpers import subprocess_env as _env
 
@@ -34,6 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "finetune"
 USER_DIR = ROOT / "fairseq_kt"
 TIMEOUT = 240
+
+
+@pytest.fixture
+def patched() -> None:
+    """fairseq as training runs it: patched by setting up the audio_kt task (``AudioKtTask.setup_task``)."""
+    patches.apply()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +162,7 @@ def test_a_killed_run_resumes_exactly(corpus, w2v, tiny_bert, tmp_path):
     assert a["criterion"] and _max_abs_diff(a["criterion"], b["criterion"]) <= 1e-5  # the KT heads
 
 
-def test_wav2vec2_masks_follow_the_per_update_seed():
+def test_wav2vec2_masks_follow_the_per_update_seed(patched):
     """Before every update fairseq calls ``set_torch_seed(seed + num_updates)``; masks must follow that seed."""
     from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
     from fairseq.utils import set_torch_seed
@@ -186,8 +193,10 @@ def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     path = tmp_path / "checkpoint_last.pt"
     script = f"""
 import os, signal, torch
-import fairseq_kt
 from fairseq import checkpoint_utils
+from fairseq_kt.tasks.audio_kt import AudioKtConfig, AudioKtTask
+
+AudioKtTask.setup_task(AudioKtConfig(data={str(tmp_path)!r}))  # as training does: applies fairseq_kt.patches
 
 class KilledWhileWriting:
     def __reduce__(self):  # runs while torch.save pickles the checkpoint: the process dies mid-write
@@ -203,7 +212,7 @@ checkpoint_utils.torch_persistent_save(
     assert ckpt["num_updates"] == 4 and torch.equal(ckpt["model"]["w"], torch.arange(4.0))
 
 
-def test_a_retried_checkpoint_write_is_not_corrupted(tmp_path, monkeypatch):
+def test_a_retried_checkpoint_write_is_not_corrupted(patched, tmp_path, monkeypatch):
     from fairseq import checkpoint_utils
 
     monkeypatch.setattr(checkpoint_utils.time, "sleep", lambda seconds: None)  # fairseq waits 2.5 s between tries
@@ -227,7 +236,7 @@ def test_a_retried_checkpoint_write_is_not_corrupted(tmp_path, monkeypatch):
         assert _load(path)["x"] == 5
 
 
-def test_checkpoint_last_is_replaced_not_rewritten_in_place(tmp_path):
+def test_checkpoint_last_is_replaced_not_rewritten_in_place(patched, tmp_path):
     """fairseq writes the first checkpoint name atomically and copies it to the others (``checkpoint_last.pt``).
 
     A copy that rewrites the existing file in place leaves a truncated ``checkpoint_last.pt`` if the job is killed

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from fairseq_kt.teachers import tokenize
+from fairseq_kt.teacher.model import tokenize
 
 
 def lm_text(text: str, lowercase: bool) -> str:

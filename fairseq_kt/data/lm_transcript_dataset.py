@@ -12,7 +12,7 @@ from fairseq.data import BaseWrapperDataset
 
 from fairseq_kt.data.lm_tokens import lm_text, lm_token_ids
 from fairseq_kt.data.manifest_check import BadAudioError
-from fairseq_kt.teachers import load_tokenizer
+from fairseq_kt.teacher.model import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

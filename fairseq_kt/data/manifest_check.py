@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from fairseq_kt.errors import FairseqKtError
+from fairseq_kt.io import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ class BadAudioError(FairseqKtError, RuntimeError):
     """An audio file listed in a manifest is missing, unreadable or too small to hold audio."""
 
 
-class ManifestFormatError(FairseqKtError, ValueError):
-    """A manifest line is not ``relative/path<TAB>num_samples``."""
-
-
 @dataclass(frozen=True)
 class AudioProblem:
     """One unusable manifest entry: ``entry`` is fairseq's 0-based utterance index, ``line`` the 1-based line."""
@@ -49,25 +46,6 @@ class AudioProblem:
 
     def __str__(self) -> str:
         return f"line {self.line} ({self.path}): {self.reason}"
-
-
-def read_manifest(manifest: str) -> tuple[str, list[str]]:
-    """The audio root (first line) and each entry's relative path, in order.
-
-    Raises:
-        ManifestFormatError: a line without exactly two tab-separated fields or a non-integer sample count.
-    """
-    with open(manifest, encoding="utf-8") as f:
-        root = f.readline().strip()
-        paths = []
-        for lineno, line in enumerate(f, start=2):
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) != 2 or not fields[1].strip().lstrip("-").isdigit():
-                raise ManifestFormatError(
-                    f"{manifest} line {lineno}: expected 'relative/path<TAB>num_samples', got {line.rstrip()!r}"
-                )
-            paths.append(fields[0])
-    return root, paths
 
 
 def probe_audio_file(path: str) -> Optional[str]:
@@ -96,10 +74,14 @@ def probe_audio_file(path: str) -> Optional[str]:
 
 
 def check_manifest(manifest: str, workers: int = WORKERS) -> list[AudioProblem]:
-    """Check every entry of ``manifest`` in parallel; log one summary line; return the unusable entries in order."""
+    """Check every entry of ``manifest`` in parallel; log one summary line; return the unusable entries in order.
+
+    Raises:
+        fairseq_kt.io.DataFileError: the manifest is missing or malformed (naming the line).
+    """
     start = time.monotonic()
-    root, paths = read_manifest(manifest)
-    full = [os.path.join(root, p) for p in paths]
+    entries = read_manifest(manifest)
+    full = [entries.audio_path(i) for i in range(len(entries))]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(full)))) as pool:
         reasons = list(pool.map(probe_audio_file, full))
     problems = [AudioProblem(i, i + 2, p, r) for i, (p, r) in enumerate(zip(full, reasons)) if r is not None]

@@ -17,7 +17,8 @@ from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
 from fairseq_kt.data.manifest_check import BadAudioError, check_manifest, describe_problems, drop_manifest_entries
 from fairseq_kt.data.token_check import check_lm_tokens
 from fairseq_kt.errors import FairseqKtError
-from fairseq_kt.teachers import lm_max_tokens, load_tokenizer
+from fairseq_kt.io import DataFileError
+from fairseq_kt.teacher.model import lm_max_tokens, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,16 @@ class AudioKtConfig(AudioFinetuningConfig):
     )
 
 
-class DataFileError(FairseqKtError, ValueError):
-    """A split's files disagree (line counts, label symbols) or use an unsupported layout."""
+class SplitMismatchError(DataFileError, ValueError):
+    """A split's files disagree: line counts, or label symbols missing from the dictionary."""
 
 
-class MissingDataFileError(FairseqKtError, FileNotFoundError):
+class SplitFileNotFoundError(DataFileError, FileNotFoundError):
     """A file the split needs (manifest, labels, transcripts) does not exist."""
+
+
+class AudioKtConfigError(FairseqKtError, ValueError):
+    """A task setting ``audio_kt`` does not support."""
 
 
 def count_lines(path: str, skip_header: bool = False) -> int:
@@ -109,15 +114,17 @@ class AudioKtTask(AudioFinetuningTask):
         data = self.cfg.data
         manifest = os.path.join(data, f"{split}.tsv")
         if not os.path.isfile(manifest):
-            raise MissingDataFileError(f"manifest {manifest} not found (task.data={data}, split {split!r})")
+            raise SplitFileNotFoundError(f"manifest {manifest} not found (task.data={data}, split {split!r})")
         n_audio = count_lines(manifest, skip_header=True)
         for ext in dict.fromkeys([self.cfg.labels, self.cfg.text_labels]):
             path = os.path.join(data, f"{split}.{ext}")
             if not os.path.isfile(path):
-                raise MissingDataFileError(f"{path} not found: every manifest needs its .{ext} file (split {split!r})")
+                raise SplitFileNotFoundError(
+                    f"{path} not found: every manifest needs its .{ext} file (split {split!r})"
+                )
             n = count_lines(path)
             if n != n_audio:
-                raise DataFileError(f"{path} has {n} lines but the manifest {manifest} lists {n_audio} utterances")
+                raise SplitMismatchError(f"{path} has {n} lines but the manifest {manifest} lists {n_audio} utterances")
 
     @classmethod
     def setup_task(cls, cfg: AudioKtConfig, **kwargs: Any) -> "AudioKtTask":
@@ -129,7 +136,7 @@ class AudioKtTask(AudioFinetuningTask):
         """fairseq's audio + labels, checked up front (audio files, LM tokens), wrapped with LM token ids."""
         task_cfg = task_cfg or self.cfg
         if task_cfg.multi_corpus_keys is not None:
-            raise DataFileError("task.multi_corpus_keys is not supported by audio_kt; use one manifest per split")
+            raise AudioKtConfigError("task.multi_corpus_keys is not supported by audio_kt; use one manifest per split")
         self.check_split_files(split)
         manifest = os.path.join(self.cfg.data, f"{split}.tsv")
         bad = self.check_audio_files(manifest)
@@ -204,7 +211,7 @@ class AudioKtTask(AudioFinetuningTask):
             f"dict.{self.cfg.labels}.txt ({', '.join(sorted(unknown)[:20])}); first at {'; '.join(first)}"
         )
         if self.cfg.unknown_labels == "error":
-            raise DataFileError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
+            raise SplitMismatchError(msg + " (task.unknown_labels=warn maps them to <unk> instead)")
         logger.warning("%s; they become <unk>", msg)
 
     def train_step(
