@@ -1,4 +1,4 @@
-"""Tests of fairseq-kt-evaluate (fairseq_kt.cli.evaluate) and the manifest helpers of fairseq_kt.checkpoints."""
+"""Tests of fairseq-kt-evaluate (fairseq_kt.cli.evaluate over fairseq_kt.decoding) and fairseq_kt.io manifests."""
 
 from __future__ import annotations
 
@@ -21,10 +21,16 @@ from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig  # noqa: E402
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from fairseq_kt.checkpoints import CheckpointError, read_manifest  # noqa: E402
 from fairseq_kt.cli import evaluate as ev  # noqa: E402
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig  # noqa: E402
-from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
+from fairseq_kt.decoding import run as run_mod  # noqa: E402
+from fairseq_kt.decoding.beam import BeamDecoder  # noqa: E402
+from fairseq_kt.decoding.data import make_batches  # noqa: E402
+from fairseq_kt.decoding.errors import IncompleteError, InputError  # noqa: E402
+from fairseq_kt.decoding.greedy import GreedyDecoder, greedy_ctc, post_process  # noqa: E402
+from fairseq_kt.decoding.scoring import ErrorCounts, count_errors, error_rate  # noqa: E402
+from fairseq_kt.errors import FairseqKtError  # noqa: E402
+from fairseq_kt.io import DataFileError, letter_labels, read_manifest, write_dictionary  # noqa: E402
 from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
 from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
@@ -38,6 +44,12 @@ SENTENCES = [
     "the old man walked slowly by the river",
 ]
 LENGTHS = [9000, 16000, 4000, 22000, 12000, 300, 19000]  # samples at 16 kHz; 300 is below the receptive field
+
+
+def letters(text: str) -> str:
+    return letter_labels(text.upper())
+
+
 LN_MODEL = {"layer_norm_first": True, "extractor_mode": "layer_norm"}  # outputs independent of batch padding
 
 
@@ -160,17 +172,39 @@ def stock_ckpt(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
 
 
 def test_post_process() -> None:
-    assert ev.post_process("H I | T H E R E |", "letter") == "HI THERE"
-    assert ev.post_process("| H I |  | T H E R E", "letter") == "HI THERE"
-    assert ev.post_process("\u2581HI \u2581THE RE", "sentencepiece") == "HI THERE"
-    assert ev.post_process("_HI _THE RE", "wordpiece") == "HI THERE"
-    assert ev.post_process("HI THE@@ RE", "subword_nmt") == "HI THERE"
-    assert ev.post_process("HI_EOW THE RE_EOW", "_EOW") == "HI THERE"
-    assert ev.post_process("HI <SIL> THERE", "silence") == "HI THERE"
-    assert ev.post_process("你 好  世 界", "none") == "你 好 世 界"
-    assert ev.post_process("你 好 世 界", "letter") == "你好世界"
-    with pytest.raises(ev.InputError):
-        ev.post_process("A", "bpe?")
+    assert post_process("H I | T H E R E |", "letter") == "HI THERE"
+    assert post_process("| H I |  | T H E R E", "letter") == "HI THERE"
+    assert post_process("\u2581HI \u2581THE RE", "sentencepiece") == "HI THERE"
+    assert post_process("_HI _THE RE", "wordpiece") == "HI THERE"
+    assert post_process("HI THE@@ RE", "subword_nmt") == "HI THERE"
+    assert post_process("HI_EOW THE RE_EOW", "_EOW") == "HI THERE"
+    assert post_process("HI <SIL> THERE", "silence") == "HI THERE"
+    assert post_process("你 好  世 界", "none") == "你 好 世 界"
+    assert post_process("你 好 世 界", "letter") == "你好世界"
+    with pytest.raises(InputError):
+        post_process("A", "bpe?")
+
+
+def test_post_process_is_fairseqs() -> None:
+    """Every mode agrees with fairseq's own data_utils.post_process (up to whitespace)."""
+    from fairseq.data.data_utils import post_process as fairseq_post_process
+
+    units = {
+        "letter": "H I | T H E R E |",
+        "sentencepiece": "\u2581HI \u2581THE RE",
+        "wordpiece": "_HI _THE RE",
+        "subword_nmt": "HI THE@@ RE",
+        "_EOW": "HI_EOW THE RE_EOW",
+        "silence": "HI <SIL> THERE",
+        "none": "A B",
+    }
+    for mode, text in units.items():
+        assert post_process(text, mode) == " ".join(fairseq_post_process(text, mode).split())
+
+
+def test_errors_share_the_plugin_base_class() -> None:
+    for cls in (InputError, IncompleteError, DataFileError):
+        assert issubclass(cls, FairseqKtError)
 
 
 def test_greedy_ctc_on_hand_built_emissions() -> None:
@@ -182,27 +216,27 @@ def test_greedy_ctc_on_hand_built_emissions() -> None:
     emissions = torch.full((len(frames), len(d)), -5.0)
     for t, symbol in enumerate(frames):
         emissions[t, d.index(symbol)] = 3.0
-    ids = ev.greedy_ctc(emissions, blank)
+    ids = greedy_ctc(emissions, blank)
     assert [d[i] for i in ids] == ["H", "I", "|", "H", "H", "I", "T", "<pad>", "</s>"]
-    assert ev.GreedyDecoder(d, blank, "letter")(emissions) == "HI HHIT<pad>"  # </s> dropped, as fairseq does
-    assert ev.greedy_ctc(torch.zeros(0, len(d)), blank) == []
+    assert GreedyDecoder(d, blank, "letter")(emissions) == "HI HHIT<pad>"  # </s> dropped, as fairseq does
+    assert greedy_ctc(torch.zeros(0, len(d)), blank) == []
     all_blank = torch.zeros(4, len(d))
     all_blank[:, blank] = 1.0
-    assert ev.GreedyDecoder(d, blank, "letter")(all_blank) == ""
+    assert GreedyDecoder(d, blank, "letter")(all_blank) == ""
 
 
 def test_count_errors_and_rates() -> None:
-    c = ev.count_errors("THE CAT SAT", "THE BAT SAT ON")
-    assert c == ev.ErrorCounts(word_errors=2, num_words=3, char_errors=3, num_chars=9)
-    assert ev.count_errors("A B", "A B") == ev.ErrorCounts(0, 2, 0, 2)
-    assert ev.count_errors("", "X Y") == ev.ErrorCounts(2, 0, 2, 0)
-    assert ev.count_errors("你好世界", "你好") == ev.ErrorCounts(1, 1, 2, 4)
-    assert ev.error_rate(1, 4) == 25.0 and ev.error_rate(3, 0) is None
+    c = count_errors("THE CAT SAT", "THE BAT SAT ON")
+    assert c == ErrorCounts(word_errors=2, num_words=3, char_errors=3, num_chars=9)
+    assert count_errors("A B", "A B") == ErrorCounts(0, 2, 0, 2)
+    assert count_errors("", "X Y") == ErrorCounts(2, 0, 2, 0)
+    assert count_errors("你好世界", "你好") == ErrorCounts(1, 1, 2, 4)
+    assert error_rate(1, 4) == 25.0 and error_rate(3, 0) is None
 
 
 @pytest.mark.parametrize(("budget", "max_utts"), [(10**9, 0), (10**9, 3), (25000, 0), (1, 0), (40000, 2)])
 def test_make_batches_covers_every_utterance(budget: int, max_utts: int) -> None:
-    batches = ev.make_batches(LENGTHS, budget, max_utts)
+    batches = make_batches(LENGTHS, budget, max_utts)
     assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
     for b in batches:
         assert len(b) == 1 or max(LENGTHS[i] for i in b) * len(b) <= budget
@@ -212,10 +246,10 @@ def test_make_batches_covers_every_utterance(budget: int, max_utts: int) -> None
 
 
 def test_read_manifest_errors(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(DataFileError, match="not found"):
         read_manifest(tmp_path / "nope.tsv")
     (tmp_path / "bad.tsv").write_text("/root\na.wav 100\n")
-    with pytest.raises(CheckpointError, match="bad.tsv:2"):
+    with pytest.raises(DataFileError, match="bad.tsv:2"):
         read_manifest(tmp_path / "bad.tsv")
     (tmp_path / "ok.tsv").write_text("/root\na.wav\t100\nb/c.wav\t7\textra\n")
     m = read_manifest(tmp_path / "ok.tsv")
@@ -253,7 +287,7 @@ def test_stock_checkpoint_every_utterance_scored(stock_ckpt: Path, corpus: Path,
 
     # WER/CER from the files agree with the metrics
     metrics = json.loads((tmp_path / "all" / "metrics.json").read_text())
-    counts = [ev.count_errors(s.upper(), h) for s, h in zip(SENTENCES, expected)]
+    counts = [count_errors(s.upper(), h) for s, h in zip(SENTENCES, expected)]
     assert metrics["word_errors"] == sum(c.word_errors for c in counts)
     assert metrics["wer"] == pytest.approx(100 * metrics["word_errors"] / metrics["num_words"], abs=1e-3)
     worst = read_tsv(tmp_path / "all" / "worst.tsv")[1:]
@@ -388,8 +422,7 @@ def test_clear_errors(stock_ckpt: Path, corpus: Path, tmp_path: Path, capsys) ->
 
 
 def test_incomplete_decoding_is_an_error(stock_ckpt: Path, corpus: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    real = ev.make_batches
-    monkeypatch.setattr(ev, "make_batches", lambda *a, **k: real(*a, **k)[:-1])  # lose the last batch
+    monkeypatch.setattr(run_mod, "make_batches", lambda *a, **k: make_batches(*a, **k)[:-1])  # lose the last batch
     rc = ev.main([str(stock_ckpt), "--data", str(corpus), "--subset", "test", "--device", "cpu",
                   "--batch-size", "3", "--results-dir", str(tmp_path / "r")])  # fmt: skip
     err = capsys.readouterr().err
@@ -405,8 +438,8 @@ def test_beam_search_without_lm_matches_greedy_on_peaked_emissions() -> None:
     path = [blank, d.index("A"), d.index("A"), blank, d.index("B"), d.index("|"), d.index("C"), blank]
     emissions = torch.full((len(path), len(d)), -10.0)
     emissions[torch.arange(len(path)), torch.tensor(path)] = 10.0
-    greedy = ev.GreedyDecoder(d, blank, "letter")(emissions)
-    beam = ev.BeamDecoder(d, blank, 8, None, None, 0.5, 1.0)(emissions)
+    greedy = GreedyDecoder(d, blank, "letter")(emissions)
+    beam = BeamDecoder(d, blank, 8, None, None, 0.5, 1.0)(emissions)
     assert greedy == "AB C" and beam == greedy
 
 
@@ -465,6 +498,6 @@ def test_beam_search_with_an_ngram_lm_changes_the_decision(tmp_path: Path) -> No
     for frame in (0, 2):  # A slightly more likely than B, twice: acoustically "AA"
         emissions[frame, d.index("A")], emissions[frame, d.index("B")] = 0.0, -0.1
     emissions[1, blank] = emissions[4, blank] = emissions[3, d.index("|")] = 0.0
-    assert ev.GreedyDecoder(d, blank, "letter")(emissions) == "AA"
-    assert ev.BeamDecoder(d, blank, 16, None, None, 0.5, 1.0)(emissions) == "AA"
-    assert ev.BeamDecoder(d, blank, 16, str(lm), None, 2.0, 0.0)(emissions) == "AB"  # the LM prefers the word AB
+    assert GreedyDecoder(d, blank, "letter")(emissions) == "AA"
+    assert BeamDecoder(d, blank, 16, None, None, 0.5, 1.0)(emissions) == "AA"
+    assert BeamDecoder(d, blank, 16, str(lm), None, 2.0, 0.0)(emissions) == "AB"  # the LM prefers the word AB
