@@ -8,9 +8,11 @@ import shutil
 import pytest
 import torch
 
-from fairseq_kt.testing.cif_reference import loop_cif, loop_cif_batch
-from fairseq_kt.cli.bench import STEP_CONFIGS, CifSettings, compare_cif_outputs, main
+from fairseq_kt.bench.cif import CifSettings, compare_cif_outputs
+from fairseq_kt.bench.step import STEP_CONFIGS
+from fairseq_kt.cli.bench import main
 from fairseq_kt.modules.cif import cif, scale_weights
+from fairseq_kt.testing.cif_reference import loop_cif, loop_cif_batch
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 
