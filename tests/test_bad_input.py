@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from fairseq_kt.data.manifest_check import BadAudioError
+from fairseq_kt.errors import FairseqKtError
 from fairseq_kt.modules.kt_heads import KtLosses, RlAttentionHead, RlCifHead
+from fairseq_kt.tasks.audio_kt import SplitMismatchError
 from tests.helpers import build, make_corpus, tiny_w2v
 
 
@@ -25,15 +30,22 @@ def w2v(tmp_path_factory, corpus):
     return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
 
 
-@pytest.fixture
-def data(corpus, tmp_path):
-    """A private copy of the corpus (manifest root rewritten) that a test may damage."""
-    out = tmp_path / "data"
+def copy_corpus(corpus: Path, out: Path) -> Path:
+    """A private copy of ``corpus`` at ``out`` (manifest roots rewritten) that a test may damage."""
     shutil.copytree(corpus, out)
     for tsv in out.glob("*.tsv"):
         lines = tsv.read_text().splitlines()
         tsv.write_text("\n".join([str(out), *lines[1:]]) + "\n")
     return out
+
+
+@pytest.fixture
+def data(corpus, tmp_path):
+    return copy_corpus(corpus, tmp_path / "data")
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(b"not audio at all" * 64)  # a plausible size: only reading it shows the damage
 
 
 def _wav(data, row: int):
@@ -49,26 +61,67 @@ def _dataset(data, w2v, lm, **task):
     return t.dataset("train"), model, crit
 
 
+def test_missing_and_empty_audio_refused_at_load_naming_the_lines(data, w2v, tiny_bert, caplog):
+    _wav(data, 2).unlink()
+    _wav(data, 4).write_bytes(b"RIFF")
+    _, t, _, _ = build(data, w2v, tiny_bert)
+    with pytest.raises(BadAudioError) as err, caplog.at_level(logging.INFO):
+        t.load_dataset("train")  # before any batch is read
+    assert isinstance(err.value, FairseqKtError)
+    msg = str(err.value)
+    assert re.search(r"train\.tsv: 2 of its audio files are unusable: line 4 \(.*train_2\.wav\): no such file", msg)
+    assert re.search(r"line 6 \(.*train_4\.wav\): 4 bytes", msg) and "task.skip_bad_audio=true" in msg
+    assert re.search(r"train\.tsv: checked 6 audio files in [\d.]+ s: 4 usable, 2 unusable", caplog.text)
+
+
+def test_skip_bad_audio_removes_entries_at_load_keeping_labels_aligned(data, w2v, tiny_bert, caplog):
+    _wav(data, 1).unlink()
+    _wav(data, 4).write_bytes(b"")
+    with caplog.at_level(logging.WARNING):
+        ds, _, _ = _dataset(data, w2v, tiny_bert, skip_bad_audio=True)
+    assert len(ds) == 4 and "skipped 2 unusable audio files" in caplog.text
+    words = (data / "train.wrd").read_text().splitlines()
+    letters = (data / "train.ltr").read_text().splitlines()
+    kept = [0, 2, 3, 5]
+    batch = ds.collater([ds[i] for i in range(4)])
+    by_id = dict(zip(batch["id"].tolist(), range(4)))
+    dictionary = ds.dataset.process_label.dictionary
+    for pos, line in enumerate(kept):
+        row = by_id[pos]
+        assert batch["lm_text"][row] == words[line].lower()
+        target = batch["target"][row][: batch["target_lengths"][row]]
+        assert dictionary.string(target) == letters[line]
+        assert ds._manifest_line(pos) == line + 2
+    assert ds.num_bad_audio == 0  # nothing left for the per-batch check
+
+
+def test_no_usable_audio_left_is_an_error(data, w2v, tiny_bert):
+    for row in range(6):
+        _wav(data, row).unlink()
+    with pytest.raises(BadAudioError, match=r"train\.tsv: no usable audio file left"):
+        _dataset(data, w2v, tiny_bert, skip_bad_audio=True)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda p: p.unlink(), "no such file"),
-        (lambda p: p.write_bytes(b"not audio at all" * 64), "Format not recognised"),
+        (_corrupt, "Format not recognised"),
         (lambda p: sf.write(p, np.zeros(8000, dtype=np.float32), 8000), "sample rate"),
         (lambda p: sf.write(p, np.zeros((16000, 2), dtype=np.float32), 16000), "2 channels"),
     ],
-    ids=["missing", "corrupt", "sample-rate", "stereo"],
+    ids=["corrupt", "sample-rate", "stereo"],
 )
 def test_bad_audio_error_names_manifest_line(data, w2v, tiny_bert, damage, message):
+    """What the up-front size check cannot see is found when the batch is read, naming the manifest line."""
     damage(_wav(data, 2))
     ds, _, _ = _dataset(data, w2v, tiny_bert)
-    with pytest.raises(RuntimeError, match=rf"train\.tsv line 4 \(.*train_2\.wav\): unusable audio: .*{message}"):
+    with pytest.raises(BadAudioError, match=rf"train\.tsv line 4 \(.*train_2\.wav\): unusable audio: .*{message}"):
         ds[2]
     ds[1]  # the others are fine
 
 
 def test_bad_audio_skipped_and_counted_when_asked(data, w2v, tiny_bert, caplog):
-    _wav(data, 1).unlink()
+    _corrupt(_wav(data, 1))
     ds, _, _ = _dataset(data, w2v, tiny_bert, skip_bad_audio=True)
     with caplog.at_level(logging.WARNING):
         batch = ds.collater([ds[i] for i in range(4)])
@@ -79,7 +132,7 @@ def test_bad_audio_skipped_and_counted_when_asked(data, w2v, tiny_bert, caplog):
 
 def test_every_item_unusable_gives_an_empty_batch(data, w2v, tiny_bert):
     for row in range(2):
-        _wav(data, row).unlink()
+        _corrupt(_wav(data, row))
     ds, _, _ = _dataset(data, w2v, tiny_bert, skip_bad_audio=True)
     assert ds.collater([ds[0], ds[1]]) == {}  # fairseq treats an empty batch as a dummy batch
     assert ds.num_bad_audio == 2
@@ -89,7 +142,7 @@ def test_label_and_transcript_count_mismatch(data, w2v, tiny_bert):
     lines = (data / "train.ltr").read_text().splitlines()
     (data / "train.ltr").write_text("\n".join(lines + ["A |"]) + "\n")
     _, t, _, _ = build(data, w2v, tiny_bert)
-    with pytest.raises(ValueError, match=r"train\.ltr has 7 lines but the manifest .*train\.tsv lists 6"):
+    with pytest.raises(SplitMismatchError, match=r"train\.ltr has 7 lines but the manifest .*train\.tsv lists 6"):
         t.load_dataset("train")
 
 
@@ -100,7 +153,7 @@ def test_unknown_label_symbols_warn_or_error(data, w2v, tiny_bert, caplog):
     with caplog.at_level(logging.WARNING):
         _dataset(data, w2v, tiny_bert)
     assert "not in dict.ltr.txt (Ж)" in caplog.text and "line 2" in caplog.text
-    with pytest.raises(ValueError, match=r"train\.ltr: 1 label symbols .*line 2: Ж"):
+    with pytest.raises(SplitMismatchError, match=r"train\.ltr: 1 label symbols .*line 2: Ж"):
         _dataset(data, w2v, tiny_bert, unknown_labels="error")
 
 

@@ -144,7 +144,7 @@ def _problem(stats: TokenStats, tokenizer: Any, max_unknown: float) -> Optional[
         return (
             f"{100 * stats.unknown_fraction:.1f}% of the {stats.tokens} LM tokens are the unknown token "
             f"{getattr(tokenizer, 'unk_token', None)!r} (task.max_unknown_lm_tokens={max_unknown}): the teacher "
-            "would mostly see unknown tokens"
+            "would see the unknown token in place of words"
         )
     return None
 
