@@ -1,4 +1,4 @@
-"""Shared helpers of the command-line tools: checkpoints, manifests and atomic writes.
+"""Reading fine-tuned fairseq checkpoints: loading, configuration rewriting, models for decoding.
 
 * :func:`load_state` reads a fairseq checkpoint (importing this module imports the plugin, so ``audio_kt`` /
   ``ctc_kt`` checkpoints load, and registers fairseq's ``Dictionary`` for torch's weights-only loading).
@@ -6,8 +6,9 @@
   fairseq's own ``audio_finetuning`` and ``ctc``.
 * :func:`load_for_inference` builds a fine-tuned CTC model for decoding without the teacher LM, its tokenizer or
   the pretrained wav2vec2 file.
-* :func:`read_manifest` / :func:`read_lines` read fairseq's ``{split}.tsv`` manifests and label files.
-* :func:`atomic_torch_save` / :func:`atomic_write_text` write through a temporary file and ``os.replace``.
+* :func:`cli_logging` keeps fairseq's log messages quiet while a command runs.
+
+Manifests, label files and atomic writes are in :mod:`fairseq_kt.io`.
 """
 
 from __future__ import annotations
@@ -17,32 +18,25 @@ import io
 import logging
 import os
 import pickle
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
 import torch
 
 import fairseq_kt  # noqa: F401  (registers audio_kt / ctc_kt and the Dictionary safe global)
+from fairseq_kt.errors import FairseqKtError
 
 __all__ = [
     "CheckpointError",
     "InferenceModel",
-    "Manifest",
-    "atomic_torch_save",
-    "atomic_write",
-    "atomic_write_text",
     "checkpoint_cfg",
     "cli_logging",
-    "dictionary_text",
     "load_for_inference",
     "load_state",
-    "read_lines",
-    "read_manifest",
+    "saved_dictionary_text",
     "stock_criterion_cfg",
     "stock_task_cfg",
 ]
@@ -51,8 +45,8 @@ STOCK_TASK = "audio_finetuning"
 STOCK_CRITERION = "ctc"
 
 
-class CheckpointError(Exception):
-    """A checkpoint, manifest or label file that cannot be used; the message says which file and why."""
+class CheckpointError(FairseqKtError):
+    """A checkpoint (or its dictionary) that cannot be used; the message says which file and why."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -81,102 +75,6 @@ def cli_logging(verbose: bool = False) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, saved):
             lg.setLevel(level)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path`` for writing; on success it replaces ``path``, on error it is removed.
-
-    ``mode`` is ``"wb"`` or ``"w"`` (UTF-8 text). Parent folders are created.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
-            yield f
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_write(path, "w") as f:
-        f.write(text)
-
-
-def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
-    """``torch.save`` ``obj`` to ``path`` atomically (a crash never leaves a truncated checkpoint)."""
-    with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Manifests and label files
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A fairseq audio manifest: the audio root, then one ``relative/path<TAB>num_samples`` line per utterance."""
-
-    path: str
-    root: str
-    files: tuple[str, ...]
-    sizes: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def audio_path(self, index: int) -> str:
-        """Absolute (or root-relative) path of utterance ``index``."""
-        return os.path.join(self.root, self.files[index])
-
-
-def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read ``{split}.tsv``.
-
-    Raises:
-        CheckpointError: if the file is missing, empty, or a line is not ``path<TAB>num_samples``.
-    """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"manifest {path} not found")
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    if not lines:
-        raise CheckpointError(f"manifest {path} is empty (its first line must be the audio root folder)")
-    files: list[str] = []
-    sizes: list[int] = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            raise CheckpointError(f"{path}:{number}: empty line (expected path<TAB>num_samples)")
-        columns = line.split("\t")
-        if len(columns) < 2 or not columns[1].strip().isdigit():
-            raise CheckpointError(f"{path}:{number}: expected path<TAB>num_samples, got {line!r}")
-        files.append(columns[0])
-        sizes.append(int(columns[1]))
-    return Manifest(path=path, root=lines[0].strip(), files=tuple(files), sizes=tuple(sizes))
-
-
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """The lines of a UTF-8 text file without their line ends.
-
-    Raises:
-        CheckpointError: if the file is missing.
-    """
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path} not found")
-    with open(path, encoding="utf-8") as f:
-        return f.read().splitlines()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,7 +277,7 @@ def _dictionary_symbols(path: str) -> list[str]:
     return list(Dictionary.load(path).symbols)
 
 
-def dictionary_text(dictionary: Any) -> str:
+def saved_dictionary_text(dictionary: Any) -> str:
     """The ``dict.*.txt`` text of a fairseq ``Dictionary`` (what ``Dictionary.save`` writes)."""
     buffer = io.StringIO()
     dictionary.save(buffer)

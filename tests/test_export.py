@@ -24,11 +24,12 @@ from fairseq.tasks.audio_finetuning import AudioFinetuningConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import fairseq_kt  # noqa: E402
-from fairseq_kt.checkpoints import Manifest  # noqa: E402
+from fairseq_kt import export as export_lib  # noqa: E402
 from fairseq_kt.cli import export as ex  # noqa: E402
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig  # noqa: E402
-from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
+from fairseq_kt.io import Manifest  # noqa: E402
 from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
+from fairseq_kt.testing.synth import letters, write_dictionary  # noqa: E402
 from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
 PLUGIN_DIR = str(Path(fairseq_kt.__file__).parent)
@@ -143,9 +144,9 @@ def make_plugin_checkpoint(root: Path, task_state_extra: dict | None = None) -> 
 
 def test_is_stock() -> None:
     d = Dictionary()
-    assert ex._is_stock({"a": [1, 2.0, None, "x", torch.zeros(2)], "d": d, "t": (True, b"b")})
-    assert not ex._is_stock({"m": Manifest(path="p", root="r", files=(), sizes=())})
-    assert not ex._is_stock([object()])
+    assert export_lib._is_stock({"a": [1, 2.0, None, "x", torch.zeros(2)], "d": d, "t": (True, b"b")})
+    assert not export_lib._is_stock({"m": Manifest(path="p", root="r", files=(), sizes=())})
+    assert not export_lib._is_stock([object()])
 
 
 def test_export_loads_in_stock_fairseq(tmp_path: Path) -> None:
@@ -255,3 +256,23 @@ def test_stock_ctc_checkpoint_exports_unchanged_model(tmp_path: Path) -> None:
     new = torch.load(out, weights_only=True)
     assert new["cfg"]["task"] == state["cfg"]["task"] and new["cfg"]["criterion"] == state["cfg"]["criterion"]
     assert all(torch.equal(new["model"][k], v) for k, v in model.state_dict().items())
+
+
+def test_errors_share_the_plugin_base_class() -> None:
+    from fairseq_kt.checkpoints import CheckpointError
+    from fairseq_kt.errors import FairseqKtError
+
+    assert issubclass(export_lib.ExportError, FairseqKtError) and issubclass(CheckpointError, FairseqKtError)
+
+
+def test_library_report_and_description(tmp_path: Path) -> None:
+    ckpt, _ = make_plugin_checkpoint(tmp_path / "train")
+    out = tmp_path / "stock.pt"
+    report = export_lib.export_checkpoint(str(ckpt), str(out), force=False, external_dictionary=False, check=True)
+    assert report.num_parameters and report.num_parameters > 0 and report.embedded_dictionary
+    assert report.original_task == "audio_kt" and report.criterion_tensors > 0
+    lines = export_lib.describe(report, str(ckpt), str(out))
+    assert lines[0].startswith(f"{ckpt} (") and any(line.startswith("  check: fairseq builds") for line in lines)
+    assert lines[-1].startswith("  load without the plugin:")
+    with pytest.raises(export_lib.ExportError, match="exists"):
+        export_lib.export_checkpoint(str(ckpt), str(out), force=False, external_dictionary=False, check=False)
