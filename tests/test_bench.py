@@ -8,7 +8,9 @@ import shutil
 import pytest
 import torch
 
-from fairseq_kt.bench.cif import CifSettings, compare_cif_outputs
+from fairseq_kt.bench import default_settings
+from fairseq_kt.bench.cif import CifSettings, compare_cif_outputs, run_cif_suite
+from fairseq_kt.bench.report import format_cif_report, target_summary
 from fairseq_kt.bench.step import STEP_CONFIGS
 from fairseq_kt.cli.bench import main
 from fairseq_kt.modules.cif import cif, scale_weights
@@ -126,3 +128,42 @@ def test_quick_run_writes_the_json_report(tmp_path, capsys):
             assert r["kt_head_parameters"] > 0
     assert step["baseline_ms"] > 0 and step["batch"]["utterances"] == step["settings"]["batch"]
     assert len(report["targets"]) == 1 + sum(c.time_target is not None for c in STEP_CONFIGS)
+
+
+def test_cif_sweep_over_batch_sizes_and_dtypes():
+    settings = CifSettings(
+        batch=2,
+        dim=8,
+        tokens=5,
+        lengths=[30],
+        headline_length=30,
+        repeats=1,
+        warmup=0,
+        loop_lengths=[30],
+        loop_repeats=1,
+        batches=[2, 3],
+        dtypes=["float32", "bfloat16"],
+    )
+    result = run_cif_suite(settings, torch.device("cpu"))
+    rows = result["rows"]
+    assert [(r["batch"], r["dtype"]) for r in rows] == [
+        (2, "float32"),
+        (2, "bfloat16"),
+        (3, "float32"),
+        (3, "bfloat16"),
+    ]
+    assert [r["loop_ms"] is not None for r in rows] == [True, False, False, False]  # the loop: float32, main batch
+    assert all(r["ours_ms"] > 0 and r["errors"] is None for r in rows)
+    table = format_cif_report(result)
+    assert "bfloat16" in table and "B=2, B=3" in table
+    summary = target_summary(result, None)
+    if rows[0]["torch_cif_ms"] is not None:  # judged on the main batch size in float32
+        assert f"({rows[0]['ours_over_torch_cif']:.2f}x)" in summary[0]
+
+
+def test_cuda_defaults_without_a_gpu():
+    cif, step = default_settings(False, "cuda")
+    assert cif.batches == [8, 32] and max(cif.lengths) == 3000 and cif.dtypes == ["float32", "bfloat16"]
+    assert step.precision == "fp16" and step.teacher_dtype == "float16"
+    cif, step = default_settings(False, "cpu")
+    assert cif.batches == [] and cif.dtypes == ["float32"] and step.precision == "fp32"
