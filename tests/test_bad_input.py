@@ -15,7 +15,7 @@ import torch
 
 from fairseq_kt.data.manifest_check import BadAudioError
 from fairseq_kt.errors import FairseqKtError
-from fairseq_kt.modules.kt_heads import KtLosses, RlAttentionHead, RlCifHead
+from fairseq_kt.modules.heads import KtHeadConfig, KtLosses, KtTargets, RlAttentionHead, build_kt_head
 from fairseq_kt.tasks.audio_kt import SplitMismatchError
 from tests.helpers import build, make_corpus, tiny_w2v
 
@@ -184,14 +184,15 @@ def test_transcript_longer_than_teacher_positions_is_truncated(data, w2v, tiny_b
     assert math.isfinite(float(loss))
 
 
-@pytest.mark.parametrize("head", ["cif", "attention"])
-def test_more_lm_tokens_than_frames(head):
+@pytest.mark.parametrize("method", ["rl_cif", "rl_attention"])
+def test_more_lm_tokens_than_frames(method):
     torch.manual_seed(0)
-    mod = RlCifHead(16, 8) if head == "cif" else RlAttentionHead(16, 8)
+    mod = build_kt_head(KtHeadConfig(method=method, encoder_dim=16, lm_dim=8))
     states = torch.randn(2, 3, 16, requires_grad=True)  # 3 frames
     pad = torch.tensor([[False, False, False], [False, True, True]])
     lengths = torch.tensor([9, 5])  # 9 and 5 tokens
-    out = mod(states, pad, torch.randn(2, 9, 8), lengths)
+    targets = KtTargets(tokens=torch.zeros(2, 9, dtype=torch.long), lengths=lengths, states=torch.randn(2, 9, 8))
+    out = mod(states, pad, targets)
     assert int(out.count) == 14 and torch.isfinite(out.kt) and torch.isfinite(out.quantity)
     (out.kt + out.quantity).backward()
     assert torch.isfinite(states.grad).all()
@@ -209,8 +210,6 @@ def test_nonfinite_kt_loss_is_dropped_and_counted(data, w2v, tiny_bert, monkeypa
 
 
 def test_unknown_kt_method_is_a_clear_error():
-    from fairseq_kt.modules.kt_heads import build_kt_head
-
     with pytest.raises(ValueError, match="KT method must be one of rl_cif, rl_attention, cl, got 'rl_cfi'"):
-        build_kt_head("rl_cfi", 8, 8, 10)
-    assert isinstance(build_kt_head("rl_attention", 8, 4, 10, num_heads=2), RlAttentionHead)
+        build_kt_head(KtHeadConfig(method="rl_cfi", encoder_dim=8, lm_dim=8))
+    assert isinstance(build_kt_head(KtHeadConfig("rl_attention", 8, 4, num_heads=2)), RlAttentionHead)
