@@ -44,15 +44,15 @@ from fairseq_kt.decoding.run import EvalOptions, evaluate
 __all__ = ["build_parser", "main", "options_from_args"]
 
 PROG = "fairseq-kt-evaluate"
+DESCRIPTION = (
+    "Greedy-CTC WER/CER of fine-tuned wav2vec2 CTC checkpoints (audio_kt/ctc_kt or stock ctc) on one subset; "
+    "writes hypotheses, references, the worst utterances and metrics.json per checkpoint."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-evaluate``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Greedy-CTC WER/CER of fine-tuned wav2vec2 CTC checkpoints (audio_kt/ctc_kt or stock ctc) "
-        "on one subset; writes hypotheses, references, the worst utterances and metrics.json per checkpoint.",
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="fine-tuned checkpoint(s) to evaluate")
     parser.add_argument("--data", required=True, help="folder with {subset}.tsv, the label file and dict.{labels}.txt")
     parser.add_argument("--subset", required=True, help="subset name, e.g. test or valid (reads {subset}.tsv)")

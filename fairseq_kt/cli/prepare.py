@@ -31,28 +31,17 @@ from fairseq_kt.io import DataFileError
 __all__ = ["DataError", "PrepareError", "build_parser", "main", "options_from_args"]
 
 PROG = "fairseq-kt-prepare"
+DESCRIPTION = (
+    "Prepare fairseq wav2vec2 fine-tuning manifests ({split}.tsv/.ltr/.wrd, dict.ltr.txt) from LibriSpeech, "
+    "AISHELL or a CSV file, skipping (and reporting) unusable utterances."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
-    parser = OneLineErrorParser(
-        prog=PROG,
-        description="Prepare fairseq wav2vec2 fine-tuning manifests ({split}.tsv/.ltr/.wrd, dict.ltr.txt) "
-        "from LibriSpeech, AISHELL or a CSV file, skipping (and reporting) unusable utterances.",
-        epilog="skip reasons (prepare_report.tsv):\n" + "\n".join(f"  {k:<17} {v}" for k, v in REASONS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("source", choices=SOURCES, help="corpus layout")
-    parser.add_argument(
-        "src",
-        type=Path,
-        help="LibriSpeech subset folder (or a folder of subsets), AISHELL root (transcript/, wav/) or CSV file",
-    )
-    parser.add_argument("out", type=Path, help="output folder (created if missing)")
-
-    splits = parser.add_argument_group("splits")
-    splits.add_argument("--split", help="put every utterance in this split (ignores folders, split column, hold-out)")
-    splits.add_argument(
+def _add_splits_options(parser: argparse.ArgumentParser) -> None:
+    """The "splits" option group: which split each utterance goes to."""
+    group = parser.add_argument_group("splits")
+    group.add_argument("--split", help="put every utterance in this split (ignores folders, split column, hold-out)")
+    group.add_argument(
         "--split-map",
         action="append",
         default=[],
@@ -60,17 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="map LibriSpeech subset folders, AISHELL wav/ folders or CSV split values to split names, e.g. "
         "train-clean-100=train,dev-clean=valid,test-clean=test (AISHELL default: dev=valid)",
     )
-    splits.add_argument(
+    group.add_argument(
         "--valid-fraction",
         type=float,
         default=None,
         help="csv without a split column: fraction held out as valid (0.1)",
     )
-    splits.add_argument(
+    group.add_argument(
         "--test-fraction", type=float, default=None, help="csv without a split column: fraction held out as test (0.0)"
     )
-    splits.add_argument("--seed", type=int, default=0, help="seed of the csv hold-out selection (default: 0)")
-    splits.add_argument(
+    group.add_argument("--seed", type=int, default=0, help="seed of the csv hold-out selection (default: 0)")
+    group.add_argument(
         "--transcript",
         action="append",
         default=[],
@@ -78,66 +67,91 @@ def build_parser() -> argparse.ArgumentParser:
         help="aishell transcript file (repeatable; default: SRC/transcript/*.txt)",
     )
 
-    text = parser.add_argument_group("text")
-    text.add_argument(
+
+def _add_text_options(parser: argparse.ArgumentParser) -> None:
+    """The "text" option group: transcript normalisation and labels."""
+    group = parser.add_argument_group("text")
+    group.add_argument(
         "--labels",
         choices=LABEL_TYPES,
         default=None,
         help="letter: spelled words with '|' after each (default for librispeech, csv); "
         "char: space-separated characters, no '|' (default for aishell)",
     )
-    text.add_argument("--case", choices=CASES, default="upper", help="letter case of transcripts (default: upper)")
-    text.add_argument(
+    group.add_argument("--case", choices=CASES, default="upper", help="letter case of transcripts (default: upper)")
+    group.add_argument(
         "--punctuation",
         choices=PUNCTUATION_MODES,
         default="strip",
         help="strip punctuation (apostrophes inside words stay) or keep it (default: strip)",
     )
-    text.add_argument(
+    group.add_argument(
         "--digits",
         choices=DIGIT_MODES,
         default="keep",
         help="keep digits as label symbols, drop words containing digits (char labels: the digits), "
         "or skip such utterances (default: keep)",
     )
-    text.add_argument(
+    group.add_argument(
         "--alphabet",
         default=None,
         help="the exact characters labels may use, after normalisation (default: letters and marks of any "
         "script, the apostrophe, plus digits/punctuation when kept)",
     )
 
-    audio = parser.add_argument_group("audio")
-    audio.add_argument("--sample-rate", type=int, default=16000, help="required sample rate in Hz (default: 16000)")
-    audio.add_argument(
+
+def _add_audio_options(parser: argparse.ArgumentParser) -> None:
+    """The "audio" option group: what audio is accepted and converted."""
+    group = parser.add_argument_group("audio")
+    group.add_argument("--sample-rate", type=int, default=16000, help="required sample rate in Hz (default: 16000)")
+    group.add_argument(
         "--resample",
         action="store_true",
         help="convert other sample rates (16-bit wav under OUT/audio/) instead of skipping them",
     )
-    audio.add_argument(
+    group.add_argument(
         "--downmix",
         action="store_true",
         help="average multi-channel audio to mono (16-bit wav under OUT/audio/) instead of skipping it",
     )
-    audio.add_argument("--min-seconds", type=float, default=0.5, help="skip shorter utterances (default: 0.5)")
-    audio.add_argument(
+    group.add_argument("--min-seconds", type=float, default=0.5, help="skip shorter utterances (default: 0.5)")
+    group.add_argument(
         "--max-seconds", type=float, default=30.0, help="skip longer utterances; 0 for no limit (default: 30)"
     )
-    audio.add_argument(
+    group.add_argument(
         "--header-only",
         action="store_true",
         help="trust file headers instead of decoding every file (faster; corrupt audio data goes unnoticed)",
     )
 
-    run = parser.add_argument_group("run")
-    run.add_argument(
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The "run" option group: processes, overwriting and progress."""
+    group = parser.add_argument_group("run")
+    group.add_argument("--force", action="store_true", help="overwrite existing outputs in OUT")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument(
         "--workers",
         type=int,
         default=default_workers(),
         help="audio-checking processes (default: the CPU count, at most 8)",
     )
-    run.add_argument("--force", action="store_true", help="overwrite existing outputs in OUT")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: the source, its folder or file, the output folder, then four groups of options."""
+    epilog = "skip reasons (prepare_report.tsv):\n" + "\n".join(f"  {k:<17} {v}" for k, v in REASONS.items())
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = OneLineErrorParser(prog=PROG, description=DESCRIPTION, epilog=epilog, formatter_class=formatter)
+    parser.add_argument("source", choices=SOURCES, help="corpus layout")
+    parser.add_argument(
+        "src",
+        type=Path,
+        help="LibriSpeech subset folder (or a folder of subsets), AISHELL root (transcript/, wav/) or CSV file",
+    )
+    parser.add_argument("out", type=Path, help="output folder (created if missing)")
+    for add_options in (_add_splits_options, _add_text_options, _add_audio_options, _add_run_options):
+        add_options(parser)
     return parser
 
 

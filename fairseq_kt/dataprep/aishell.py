@@ -8,18 +8,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fairseq_kt.dataprep.corpus import (
-    NO_SPLIT,
-    Corpus,
-    IdRegistry,
-    PrepareError,
-    Skip,
-    Utterance,
-    check_split_name,
-    one_line,
-    read_lines,
-    split_id,
-)
+from fairseq_kt.dataprep import corpus
+from fairseq_kt.dataprep.corpus import NO_SPLIT, IdRegistry, PrepareError, Skip, one_line, transcript_lines
 
 __all__ = ["DEFAULT_SPLITS", "read_aishell"]
 
@@ -48,11 +38,7 @@ def _read_transcripts(files: list[Path], skips: list[Skip]) -> dict[str, tuple[s
     texts: dict[str, tuple[str, str]] = {}
     registry = IdRegistry()
     for trans in files:
-        for lineno, line in enumerate(read_lines(trans), start=1):
-            if not line.strip():
-                continue
-            uid, text = split_id(line)
-            origin = f"{trans.absolute()}:{lineno}"
+        for uid, text, origin, line in transcript_lines(trans):
             if not _ID.match(uid):
                 detail = f"expected 'UTTID TEXT', got {one_line(line, 80)!r}"
                 skips.append(Skip(NO_SPLIT, NO_SPLIT, origin, "malformed_line", detail))
@@ -73,7 +59,7 @@ def _wav_files(wav_root: Path) -> list[Path]:
     return wavs
 
 
-def read_aishell(src: Path, split: str | None, split_map: dict[str, str], transcripts: Sequence[str]) -> Corpus:
+def read_aishell(src: Path, split: str | None, split_map: dict[str, str], transcripts: Sequence[str]) -> corpus.Corpus:
     """Every utterance of an AISHELL-1 tree ``src`` (``transcript/``, ``wav/``).
 
     Args:
@@ -90,17 +76,17 @@ def read_aishell(src: Path, split: str | None, split_map: dict[str, str], transc
     wav_root = src / "wav"
     folder_map = {**DEFAULT_SPLITS, **split_map}
     audio_ids = IdRegistry()
-    utterances: list[Utterance] = []
+    utterances: list[corpus.Utterance] = []
     for wav in _wav_files(wav_root):
         folder = wav.parent.parent.name
-        wav_split = split if split is not None else check_split_name(folder_map.get(folder, folder), f"folder {folder}")
+        wav_split = split or corpus.check_split_name(folder_map.get(folder, folder), f"folder {folder}")
         uid, path = wav.stem, str(wav.absolute())
         audio_ids.add(uid, path)
         if uid not in texts:
             skips.append(Skip(wav_split, uid, path, "no_transcript", "id not in the transcript file(s)"))
             continue
         text, origin = texts[uid]
-        utterances.append(Utterance(wav_split, uid, path, text, origin, str(wav.parent.parent.absolute())))
+        utterances.append(corpus.Utterance(wav_split, uid, path, text, origin, str(wav.parent.parent.absolute())))
     for uid in sorted(set(texts) - set(audio_ids.seen)):
         skips.append(Skip(NO_SPLIT, uid, texts[uid][1], "no_audio", f"no {uid}.wav under {wav_root}"))
-    return Corpus(utterances, skips, str(wav_root.absolute()))
+    return corpus.Corpus(utterances, skips, str(wav_root.absolute()))

@@ -8,7 +8,7 @@ and a :class:`Skip` for every line or file it could not use.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ __all__ = [
     "read_lines",
     "split_id",
     "split_sort_key",
+    "transcript_lines",
 ]
 
 DICT_SPLIT = "train"
@@ -165,3 +166,17 @@ def split_id(line: str) -> tuple[str, str]:
     """``"ID  some text"`` -> ``("ID", "some text")``: the first whitespace-separated field, then the rest."""
     fields = line.strip().split(None, 1)
     return fields[0], fields[1] if len(fields) > 1 else ""
+
+
+def transcript_lines(trans: Path) -> Iterator[tuple[str, str, str, str]]:
+    """``(uid, text, origin, line)`` for every non-blank line of a ``UTTID TEXT`` transcript file.
+
+    ``origin`` is ``/absolute/file:line`` (for messages and the report).
+
+    Raises:
+        PrepareError: if the file cannot be read or is not valid UTF-8.
+    """
+    for lineno, line in enumerate(read_lines(trans), start=1):
+        if line.strip():
+            uid, text = split_id(line)
+            yield uid, text, f"{trans.absolute()}:{lineno}", line

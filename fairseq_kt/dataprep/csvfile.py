@@ -12,16 +12,8 @@ import math
 import os
 from pathlib import Path
 
-from fairseq_kt.dataprep.corpus import (
-    DICT_SPLIT,
-    NO_SPLIT,
-    Corpus,
-    IdRegistry,
-    PrepareError,
-    Skip,
-    Utterance,
-    is_split_name,
-)
+from fairseq_kt.dataprep import corpus
+from fairseq_kt.dataprep.corpus import DICT_SPLIT, NO_SPLIT, PrepareError, Skip, Utterance
 
 __all__ = ["assign_holdout", "holdout_counts", "read_csv"]
 
@@ -55,12 +47,14 @@ def _row(
     if split is None and "split" in columns:
         value = (row[columns["split"]] or "").strip()
         row_split = split_map.get(value, value)
-        if not is_split_name(row_split):
+        if not corpus.is_split_name(row_split):
             return f"split {value!r} is not usable as a split name"
     return uid, path, row[columns["text"]] or "", row_split
 
 
-def read_csv(src: Path, split: str | None, split_map: dict[str, str], holdout: tuple[float, float, int]) -> Corpus:
+def read_csv(
+    src: Path, split: str | None, split_map: dict[str, str], holdout: tuple[float, float, int]
+) -> corpus.Corpus:
     """Every utterance listed in the CSV/TSV file ``src``.
 
     Args:
@@ -78,7 +72,7 @@ def read_csv(src: Path, split: str | None, split_map: dict[str, str], holdout: t
     delimiter = "\t" if src.suffix.lower() == ".tsv" else ","
     utterances: list[Utterance] = []
     skips: list[Skip] = []
-    registry = IdRegistry()
+    registry = corpus.IdRegistry()
     try:
         with open(src, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
@@ -99,7 +93,7 @@ def read_csv(src: Path, split: str | None, split_map: dict[str, str], holdout: t
         raise PrepareError(f"{src}: cannot parse CSV: {exc}") from None
     if split is None and "split" not in columns:
         assign_holdout(utterances, *holdout)
-    return Corpus(utterances, skips, str(folder))
+    return corpus.Corpus(utterances, skips, str(folder))
 
 
 def holdout_counts(n: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:

@@ -11,18 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fairseq_kt.dataprep.corpus import (
-    DICT_SPLIT,
-    NO_SPLIT,
-    Corpus,
-    IdRegistry,
-    PrepareError,
-    Skip,
-    Utterance,
-    one_line,
-    read_lines,
-    split_id,
-)
+from fairseq_kt.dataprep import corpus as records
+from fairseq_kt.dataprep.corpus import NO_SPLIT, Corpus, IdRegistry, PrepareError, Skip, Utterance, transcript_lines
 
 __all__ = ["AUDIO_EXTS", "read_librispeech"]
 
@@ -45,7 +35,7 @@ def _split_of(subsets: list[Path], single: bool, split: str | None, split_map: d
     if split is not None:
         return {s: split for s in subsets}
     if single:
-        return {subsets[0]: split_map.get(subsets[0].name, DICT_SPLIT)}
+        return {subsets[0]: split_map.get(subsets[0].name, records.DICT_SPLIT)}
     if not split_map:
         raise PrepareError(
             f"{subsets[0].parent} holds several LibriSpeech subsets ({', '.join(names)}); "
@@ -73,13 +63,9 @@ def _read_chapter(trans: Path, split: str, base: str, registry: IdRegistry, corp
     speaker, chapter = chapter_dir.parent.name, chapter_dir.name
     id_pattern = re.compile(rf"^{re.escape(speaker)}-{re.escape(chapter)}-\d+$")
     listed: set[str] = set()
-    for lineno, line in enumerate(read_lines(trans), start=1):
-        if not line.strip():
-            continue
-        uid, text = split_id(line)
-        origin = f"{trans.absolute()}:{lineno}"
+    for uid, text, origin, line in transcript_lines(trans):
         if not id_pattern.match(uid):
-            detail = f"expected '{speaker}-{chapter}-NNNN TEXT', got {one_line(line, 80)!r}"
+            detail = f"expected '{speaker}-{chapter}-NNNN TEXT', got {records.one_line(line, 80)!r}"
             corpus.skips.append(Skip(split, NO_SPLIT, origin, "malformed_line", detail))
             continue
         registry.add(uid, origin)

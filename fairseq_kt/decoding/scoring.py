@@ -10,7 +10,12 @@ __all__ = ["ErrorCounts", "count_errors", "error_rate"]
 
 @dataclass(frozen=True)
 class ErrorCounts:
-    """Edit distances of one hypothesis against its reference, and the reference sizes."""
+    """Edit distances of one hypothesis against its reference, and the reference sizes.
+
+    Attributes:
+        word_errors: word-level edit distance. num_words: reference words.
+        char_errors: character-level edit distance, whitespace excluded. num_chars: reference characters.
+    """
 
     word_errors: int
     num_words: int
