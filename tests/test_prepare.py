@@ -464,3 +464,21 @@ def test_empty_split_is_an_error_with_report(tmp_path: Path, capsys: pytest.Capt
     assert run("librispeech", src / "dev-clean", out, "--min-seconds", "5") == 1
     assert "no usable utterance left in split(s) train" in capsys.readouterr().err
     assert set(reasons(out).values()) == {"too_short"} and not (out / "train.tsv").exists()
+
+
+def test_io_text_helpers(tmp_path: Path) -> None:
+    from fairseq_kt.io import DataFileError, dictionary_text, letter_labels, read_lines, write_dictionary
+
+    assert letter_labels("HELLO  WORLD") == "H E L L O | W O R L D |" and letter_labels("  ") == ""
+    assert dictionary_text(["B A |", "A |"]) == "A 2\n| 2\nB 1\n"  # most frequent first, ties by symbol
+    with pytest.raises(ValueError, match="no symbol"):
+        dictionary_text(["", " "])
+    write_dictionary(["X Y |"], tmp_path / "d" / "dict.ltr.txt")
+    assert (tmp_path / "d" / "dict.ltr.txt").read_text() == "X 1\nY 1\n| 1\n"
+    (tmp_path / "bom.txt").write_bytes("\ufeffA B\nC\n".encode())
+    assert read_lines(tmp_path / "bom.txt") == ["A B", "C"]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match="not valid UTF-8"):
+        read_lines(tmp_path / "latin1.txt")
+    with pytest.raises(DataFileError, match="not found"):
+        read_lines(tmp_path / "missing.txt")
