@@ -17,11 +17,11 @@ What happens in a call:
   fairseq's padding mask (True = pad) here, once; everything behind this boundary uses the padding mask.
 * Sentences are tokenized with the teacher's tokenizer (no special tokens, truncated to the teacher's maximum
   positions minus the special tokens it adds). :meth:`KtModule.forward_ids` takes token ids directly.
-* The frozen teacher (:func:`fairseq_kt.teachers.get_teacher`: loaded once per process, eval mode, no gradient)
-  gives hidden states on the encoder outputs' device. It is a plain attribute, not a submodule: it is not in
-  ``state_dict()``, ``module.train()`` leaves it in eval mode and ``module.half()`` / ``.to(dtype)`` do not cast it.
-* The head of :mod:`fairseq_kt.modules.kt_heads` (the one the fairseq criterion uses) computes the losses, which
-  are differentiable with respect to ``encoder_outputs`` (the seed detached them; this module does not).
+* :class:`fairseq_kt.objective.KtObjective` — the computation the fairseq criterion runs too — gives the frozen
+  teacher's hidden states (:func:`fairseq_kt.teacher.model.get_teacher`: loaded once per process, eval mode, no
+  gradient; a plain attribute, not a submodule: not in ``state_dict()``, ``module.train()`` leaves it in eval mode
+  and ``module.half()`` / ``.to(dtype)`` do not cast it) and runs the head of :mod:`fairseq_kt.modules.heads`. The
+  losses are differentiable with respect to ``encoder_outputs`` (the seed detached them; this module does not).
 
 Returned keys (all scalars; the losses are float32, the statistics detached):
 
@@ -37,7 +37,11 @@ num_tokens`` and ``quantity_loss × B``) to CTC's sum and fairseq divides the to
 ``sentence_avg``, else the CTC target tokens): the same λ and μ weigh the KT terms differently there by the factor
 ``num_tokens / sample_size`` (``B / sample_size`` for the quantity loss).
 
-Configuration (:func:`from_yaml`, :func:`parse_config`) follows the seed's YAML layout; see :data:`SCHEMAS`.
+Configuration (:func:`from_yaml`, :func:`parse_config`) follows the seed's YAML layout (mechanism sections ``cif``
+and ``attention``, LM sections ``bert`` and ``gpt2``, learning sections ``representation`` and ``classification``,
+``learning`` selecting one); :data:`SEED_KEYS` maps its keys onto :class:`~fairseq_kt.modules.heads.KtHeadConfig`,
+whose types, defaults and ranges apply. ``cif.quantity_loss`` is the weight μ: a number >= 0, or ``true`` (μ = 1) /
+``false`` (μ = 0) as the seed's own config writes it.
 """
 
 from __future__ import annotations
@@ -48,121 +52,59 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from fairseq_kt.modules.kt_heads import KT_HEAD_METHODS, ClHead, KtLosses, build_kt_head
-from fairseq_kt.teachers import DTYPES, Teacher, get_teacher, load_tokenizer, tokenize
+from fairseq_kt.modules.heads import FIELD_RANGES, FIELD_TYPES, KtHeadConfig, KtLosses
+from fairseq_kt.objective import KtObjective, TeacherConfig, combine
+from fairseq_kt.teacher.model import DTYPES, Teacher, load_tokenizer, pad_token_ids, tokenize
 
-__all__ = ["SCHEMAS", "KtModule", "KtSettings", "from_yaml", "parse_config", "valid_mask_to_padding_mask"]
+__all__ = ["SEED_KEYS", "KtModule", "SeedConfig", "from_yaml", "parse_config", "valid_mask_to_padding_mask"]
 
 logger = logging.getLogger(__name__)
 
-_REQUIRED = object()
 _PLACEHOLDER = "???"
-
-
-class _Key(NamedTuple):
-    """One config key: accepted Python types, a short description of them, and its default (or required)."""
-
-    types: tuple[type, ...]
-    kind: str
-    default: Any = _REQUIRED
-
-
-_NAME = _Key((str,), "a string")
-_INT = (int,)
-_NUMBER = (int, float)
-_REF = (str, Mapping)
-
-#: The allowed keys of every section, by section kind. ``name`` repeats the section's key (``cif:`` has ``name: cif``);
-#: a section referenced by a YAML alias (``mechanism: *cif``) is recognised by its ``name``.
-SCHEMAS: dict[str, dict[str, _Key]] = {
-    "cif": {
-        "name": _NAME,
-        "threshold": _Key(_NUMBER, "a number in (0, 1]", 1.0),
-        "quantity_loss": _Key(_NUMBER, "a number >= 0 (the weight μ of the quantity loss)", 1.0),
-        "kernel_size": _Key(_INT, "a positive odd integer", 3),
-        "dropout": _Key(_NUMBER, "a number in [0, 1)", 0.1),
-        "tail_threshold": _Key(_NUMBER, "a number in [0, 1]", 0.5),
-    },
-    "attention": {
-        "name": _NAME,
-        "nheads": _Key(_INT, "a positive integer dividing encoder_dim", 4),
-        "dropout": _Key(_NUMBER, "a number in [0, 1)", 0.1),
-        "bias": _Key((bool,), "true or false", True),
-        "positions": _Key((str,), "'sinusoidal' or 'learned'", "sinusoidal"),
-        "max_positions": _Key(_INT, "a positive integer", 512),
-    },
-    "lm": {
-        "name": _NAME,
-        "model": _Key((str,), "a local LM directory or a hub name"),
-        "tokenizer": _Key((str, type(None)), "a local tokenizer directory or a hub name", None),
-        "dtype": _Key((str,), f"one of {sorted(DTYPES)}", "float32"),
-    },
-    "representation": {
-        "name": _NAME,
-        "encoder_dim": _Key(_INT, "a positive integer"),
-        "mechanism": _Key(_REF, "a mechanism section name (cif, attention) or an alias such as *cif"),
-        "lm": _Key(_REF, "an LM section name (bert, gpt2) or an alias such as *bert"),
-    },
-    "classification": {
-        "name": _NAME,
-        "encoder_dim": _Key(_INT, "a positive integer"),
-        "nheads": _Key(_INT, "a positive integer dividing encoder_dim", 4),
-        "dropout": _Key(_NUMBER, "a number in [0, 1)", 0.1),
-        "bias": _Key((bool,), "true or false", True),
-        "tie_embeddings": _Key((bool,), "true or false", True),
-        "lm": _Key(_REF, "an LM section name (bert, gpt2) or an alias such as *gpt2"),
-    },
-}
-
 _MECHANISMS = ("cif", "attention")
 _LMS = ("bert", "gpt2")
 _LEARNINGS = ("representation", "classification")
 _TOP_LEVEL = (*_MECHANISMS, *_LMS, *_LEARNINGS, "learning")
+_METHODS = {("representation", "cif"): "rl_cif", ("representation", "attention"): "rl_attention",
+            ("classification", None): "cl"}  # fmt: skip
 
-
-def _schema_of(section: str) -> dict[str, _Key]:
-    return SCHEMAS["lm"] if section in _LMS else SCHEMAS[section]
+#: The seed's keys of each head section and the :class:`KtHeadConfig` field each one sets.
+SEED_KEYS: dict[str, dict[str, str]] = {
+    "cif": {"threshold": "cif_threshold", "quantity_loss": "quantity_weight", "kernel_size": "cif_kernel_size",
+            "dropout": "dropout", "tail_threshold": "cif_tail_threshold"},
+    "attention": {"nheads": "num_heads", "dropout": "dropout", "bias": "bias", "positions": "positions",
+                  "max_positions": "max_positions"},
+    "representation": {"encoder_dim": "encoder_dim"},
+    "classification": {"encoder_dim": "encoder_dim", "nheads": "num_heads", "dropout": "dropout", "bias": "bias",
+                       "tie_embeddings": "tie_embeddings"},
+}  # fmt: skip
+#: keys that refer to another section (by name or YAML alias), and the LM sections' keys (the teacher's)
+_REFS = {"representation": ("mechanism", "lm"), "classification": ("lm",)}
+_LM_KEYS = {"model": str, "tokenizer": (str, type(None)), "dtype": str}
+_REQUIRED = {"representation": ("encoder_dim", "mechanism", "lm"), "classification": ("encoder_dim", "lm"),
+             "lm": ("model",)}  # fmt: skip
 
 
 @dataclass(frozen=True)
-class KtSettings:
-    """A validated configuration (what :func:`parse_config` returns and :class:`KtModule` is built from).
+class SeedConfig:
+    """A validated seed-format configuration: the head's hyper-parameters and the teacher to load.
 
     Attributes:
-        method: ``rl_cif``, ``rl_attention`` or ``cl`` (the fairseq criterion's ``kt_method`` names).
-        encoder_dim: width H of the encoder outputs.
+        head: every KT-head hyper-parameter (``head.method`` is ``rl_cif``, ``rl_attention`` or ``cl``).
         lm_model: the teacher LM (local directory, hub name or ``package:MODULE/SUBDIR``).
         lm_tokenizer: where the tokenizer is loaded from (``lm_model`` unless the config names another).
         lm_dtype: the teacher's compute dtype.
-        quantity_weight: μ, the weight of CIF's quantity loss (0 for other methods).
-        cif_threshold, cif_kernel_size, cif_tail_threshold: CIF's firing threshold β, weight-predictor kernel and
-            inference tail threshold.
-        num_heads, bias, positions, max_positions: attention settings (rl_attention, cl).
-        dropout: dropout inside the head.
-        tie_embeddings: cl only: classify through the teacher's frozen token embeddings instead of a full
-            ``encoder_dim × vocab`` linear layer.
     """
 
-    method: str
-    encoder_dim: int
+    head: KtHeadConfig
     lm_model: str
     lm_tokenizer: str
     lm_dtype: str = "float32"
-    quantity_weight: float = 0.0
-    cif_threshold: float = 1.0
-    cif_kernel_size: int = 3
-    cif_tail_threshold: float = 0.5
-    num_heads: int = 4
-    dropout: float = 0.1
-    bias: bool = True
-    positions: str = "sinusoidal"
-    max_positions: int = 512
-    tie_embeddings: bool = True
 
 
 # -- configuration -----------------------------------------------------------------------------------------------
@@ -173,45 +115,68 @@ def _suggest(key: str, allowed: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _kind(field_name: str) -> str:
+    """How a value of a :class:`KtHeadConfig` field is described in an error."""
+    if field_name == "quantity_weight":
+        return "true (μ = 1), false (μ = 0) or a number >= 0 (the weight μ of the quantity loss)"
+    kind = FIELD_RANGES.get(field_name, (None, None))[1]
+    if isinstance(kind, str):
+        return kind
+    return {bool: "true or false", int: "a positive integer", str: "a string"}.get(FIELD_TYPES[field_name], "a number")
+
+
+def _typed(label: str, key: str, value: Any, field_name: str) -> Any:
+    """``value`` converted to the field's type (``quantity_loss: true`` is μ = 1, ``false`` μ = 0).
+
+    Raises:
+        ValueError: a value of the wrong type.
+    """
+    expected = FIELD_TYPES[field_name]
+    if field_name == "quantity_weight" and isinstance(value, bool):
+        return float(value)
+    ok = isinstance(value, bool) if expected is bool else not isinstance(value, bool)
+    numbers = (int, float) if expected is float else (expected,)
+    if not (ok and isinstance(value, numbers)):
+        raise ValueError(f"config key {label}.{key} must be {_kind(field_name)}, got {value!r}")
+    return float(value) if expected is float else value
+
+
 def _check_section(label: str, kind: str, section: Any) -> dict[str, Any]:
-    """Validate one section against ``SCHEMAS[kind]``; return it with the defaults filled in.
+    """One section's keys (unknown, missing) and types; returns it with head values typed.
 
     Raises:
         ValueError: naming the section on an unknown key, a missing required key, or a value of the wrong type.
     """
-    schema = _schema_of(kind)
-    allowed = sorted(schema)
+    lm = kind in _LMS
+    keys = {"name", *(_LM_KEYS if lm else (*SEED_KEYS[kind], *_REFS.get(kind, ())))}
+    allowed = sorted(keys)
     if not isinstance(section, Mapping):
         raise ValueError(f"config section {label!r} must be a mapping with keys {allowed}, got {section!r}")
     for key in section:
-        if key not in schema:
+        if key not in keys:
             raise ValueError(
                 f"config section {label!r}: unknown key {key!r}{_suggest(str(key), allowed)}; "
                 f"allowed keys: {', '.join(allowed)}"
             )
-    missing = [k for k, spec in schema.items() if spec.default is _REQUIRED and k not in section]
+    missing = [k for k in ("name", *_REQUIRED.get("lm" if lm else kind, ())) if k not in section]
     if missing:
         raise ValueError(f"config section {label!r}: missing required key(s) {', '.join(repr(k) for k in missing)}")
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        value = section.get(key, spec.default)
-        bad_bool = isinstance(value, bool) and bool not in spec.types
-        if bad_bool or not isinstance(value, spec.types):
-            raise ValueError(f"config key {label}.{key} must be {spec.kind}, got {value!r}")
-        out[key] = value
+    out = dict(section)
+    for key, value in section.items():
+        if lm and key in _LM_KEYS and not isinstance(value, _LM_KEYS[key]):
+            raise ValueError(f"config key {label}.{key} must be a string, got {value!r}")
+        if not lm and key in SEED_KEYS[kind]:
+            out[key] = _typed(label, key, value, SEED_KEYS[kind][key])
+    if not isinstance(section.get("name"), str):
+        raise ValueError(f"config key {label}.name must be a string, got {section.get('name')!r}")
     return out
-
-
-def _check_range(ok: bool, label: str, key: str, value: Any, kind: str) -> None:
-    if not ok:
-        raise ValueError(f"config key {label}.{key} must be {kind}, got {value!r}")
 
 
 def _resolve(cfg: Mapping[str, Any], ref: Any, where: str, family: Sequence[str], what: str) -> tuple[str, dict]:
     """Follow the value ``ref`` of the key ``where`` (a section name or an aliased mapping) to a section of ``family``.
 
     Returns:
-        (section kind, the validated section with defaults).
+        (section kind, the checked section).
 
     Raises:
         ValueError: if the name is not one of ``family``, the section is not defined, or the mapping is invalid.
@@ -238,21 +203,11 @@ def _resolve(cfg: Mapping[str, Any], ref: Any, where: str, family: Sequence[str]
     return ref, _check_section(ref, ref, cfg[ref])
 
 
-def parse_config(config: Mapping[str, Any]) -> KtSettings:
-    """Validate a configuration in the seed's layout and flatten it into :class:`KtSettings`.
-
-    Layout: mechanism sections ``cif`` and ``attention``, LM sections ``bert`` and ``gpt2``, learning sections
-    ``representation`` and ``classification``, and ``learning`` that selects one of the latter. Each section has
-    ``name`` equal to its key. ``representation.mechanism`` and ``*.lm`` (and ``learning``) are a section name or
-    the section itself through a YAML alias (``mechanism: *cif``). Every section present is checked (see
-    :data:`SCHEMAS`), whether selected or not; the selected LM's path must not be the ``???`` placeholder. The
-    learning method, not the LM section, decides how the teacher runs: ``representation`` reads its states as
-    targets (a BERT-like encoder), ``classification`` as shifted-right causal states (a GPT2-like LM).
+def _check_top_level(config: Any) -> None:
+    """Top-level keys, and every section present (whether selected or not).
 
     Raises:
-        ValueError: on an unknown or missing key (naming the section and the allowed keys), a wrong type or range,
-            a ``name`` that differs from its section's key, a ``learning`` selector or a reference to a section
-            that is not defined, or a placeholder LM path.
+        ValueError: not a mapping, an unknown or missing key, a bad section, or a ``name`` unlike its key.
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"the KT config must be a mapping of sections, got {type(config).__name__}")
@@ -266,91 +221,63 @@ def parse_config(config: Mapping[str, Any]) -> KtSettings:
         raise ValueError(
             f"config (top level): missing required key 'learning' (which learning section to use: {list(_LEARNINGS)})"
         )
-    sections: dict[str, dict[str, Any]] = {}
     for key in _TOP_LEVEL[:-1]:
-        if key in config:
-            sections[key] = _check_section(key, key, config[key])
-            if sections[key]["name"] != key:
-                raise ValueError(
-                    f"config key {key}.name must repeat the section's key {key!r}, got {sections[key]['name']!r}"
-                )
+        if key in config and _check_section(key, key, config[key])["name"] != key:
+            raise ValueError(
+                f"config key {key}.name must repeat the section's key {key!r}, got {config[key]['name']!r}"
+            )
 
-    learning, section = _resolve(config, config["learning"], "learning", _LEARNINGS, "learning section")
-    encoder_dim = section["encoder_dim"]
-    _check_range(encoder_dim > 0, learning, "encoder_dim", encoder_dim, "a positive integer")
-    lm_label, lm = _resolve(config, section["lm"], f"{learning}.lm", _LMS, "LM section")
+
+def _teacher_settings(lm_label: str, lm: Mapping[str, Any]) -> dict[str, str]:
+    """The LM section as :class:`SeedConfig`'s ``lm_*`` fields.
+
+    Raises:
+        ValueError: a placeholder model path or an unknown dtype.
+    """
     if lm["model"].strip() in ("", _PLACEHOLDER):
         raise ValueError(
             f"config key {lm_label}.model is {lm['model']!r}: put the path of a local LM directory there "
             "(written by save_pretrained) or a Hugging Face hub name available on this machine"
         )
-    _check_range(lm["dtype"] in DTYPES, lm_label, "dtype", lm["dtype"], f"one of {sorted(DTYPES)}")
-    tokenizer = lm["tokenizer"] if lm["tokenizer"] not in (None, "", _PLACEHOLDER) else lm["model"]
-    common = dict(encoder_dim=encoder_dim, lm_model=lm["model"], lm_tokenizer=tokenizer, lm_dtype=lm["dtype"])
-
-    if learning == "classification":
-        _check_attention_like(learning, section, encoder_dim)
-        return KtSettings(
-            method="cl",
-            num_heads=section["nheads"],
-            dropout=float(section["dropout"]),
-            bias=section["bias"],
-            tie_embeddings=section["tie_embeddings"],
-            **common,
-        )
-    mechanism, mech = _resolve(config, section["mechanism"], f"{learning}.mechanism", _MECHANISMS, "mechanism")
-    if mechanism == "cif":
-        _check_range(0.0 < mech["threshold"] <= 1.0, "cif", "threshold", mech["threshold"], "a number in (0, 1]")
-        _check_range(mech["quantity_loss"] >= 0, "cif", "quantity_loss", mech["quantity_loss"], "a number >= 0")
-        _check_range(
-            mech["kernel_size"] > 0 and mech["kernel_size"] % 2 == 1,
-            "cif",
-            "kernel_size",
-            mech["kernel_size"],
-            "a positive odd integer",
-        )
-        _check_range(0.0 <= mech["dropout"] < 1.0, "cif", "dropout", mech["dropout"], "a number in [0, 1)")
-        tail = mech["tail_threshold"]
-        _check_range(0.0 <= tail <= 1.0, "cif", "tail_threshold", tail, "a number in [0, 1]")
-        return KtSettings(
-            method="rl_cif",
-            quantity_weight=float(mech["quantity_loss"]),
-            cif_threshold=float(mech["threshold"]),
-            cif_kernel_size=mech["kernel_size"],
-            cif_tail_threshold=float(mech["tail_threshold"]),
-            dropout=float(mech["dropout"]),
-            **common,
-        )
-    _check_attention_like("attention", mech, encoder_dim)
-    _check_range(
-        mech["positions"] in ("sinusoidal", "learned"),
-        "attention",
-        "positions",
-        mech["positions"],
-        "'sinusoidal' or 'learned'",
-    )
-    _check_range(mech["max_positions"] > 0, "attention", "max_positions", mech["max_positions"], "a positive integer")
-    return KtSettings(
-        method="rl_attention",
-        num_heads=mech["nheads"],
-        dropout=float(mech["dropout"]),
-        bias=mech["bias"],
-        positions=mech["positions"],
-        max_positions=mech["max_positions"],
-        **common,
-    )
+    dtype = lm.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValueError(f"config key {lm_label}.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    tokenizer = lm.get("tokenizer")
+    tokenizer = tokenizer if tokenizer not in (None, "", _PLACEHOLDER) else lm["model"]
+    return {"lm_model": lm["model"], "lm_tokenizer": tokenizer, "lm_dtype": dtype}
 
 
-def _check_attention_like(label: str, section: Mapping[str, Any], encoder_dim: int) -> None:
-    heads = section["nheads"]
-    _check_range(
-        heads > 0 and encoder_dim % heads == 0,
-        label,
-        "nheads",
-        heads,
-        f"a positive integer dividing encoder_dim={encoder_dim}",
-    )
-    _check_range(0.0 <= section["dropout"] < 1.0, label, "dropout", section["dropout"], "a number in [0, 1)")
+def parse_config(config: Mapping[str, Any]) -> SeedConfig:
+    """Validate a configuration in the seed's layout (see the module docstring) into a :class:`SeedConfig`.
+
+    ``representation.mechanism`` and ``*.lm`` (and ``learning``) are a section name or the section itself through
+    a YAML alias (``mechanism: *cif``). The learning method, not the LM section, decides how the teacher runs:
+    ``representation`` reads its states as targets (a BERT-like encoder), ``classification`` as shifted-right
+    causal states (a GPT2-like LM).
+
+    Raises:
+        ValueError: on an unknown or missing key (naming the section and the allowed keys), a wrong type or range,
+            a ``name`` that differs from its section's key, a ``learning`` selector or a reference to a section
+            that is not defined, or a placeholder LM path.
+    """
+    _check_top_level(config)
+    learning, section = _resolve(config, config["learning"], "learning", _LEARNINGS, "learning section")
+    lm_label, lm = _resolve(config, section["lm"], f"{learning}.lm", _LMS, "LM section")
+    teacher = _teacher_settings(lm_label, lm)
+    used = [(learning, learning, section)]
+    mechanism = None
+    if learning == "representation":
+        mechanism, mech = _resolve(config, section["mechanism"], f"{learning}.mechanism", _MECHANISMS, "mechanism")
+        used.append((mechanism, mechanism, mech))
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for label, kind, part in used:
+        for key, field_name in SEED_KEYS[kind].items():
+            names[field_name] = f"{label}.{key}"
+            if key in part:
+                values[field_name] = part[key]
+    head = KtHeadConfig(method=_METHODS[learning, mechanism], **values).check(names)
+    return SeedConfig(head=head, **teacher)
 
 
 def _load_yaml(path: Union[str, os.PathLike]) -> Any:
@@ -365,7 +292,7 @@ def from_yaml(config: Union[str, os.PathLike, Mapping[str, Any]]) -> KtModule:
 
     Raises:
         ValueError: on an invalid configuration (see :func:`parse_config`).
-        fairseq_kt.teachers.TeacherLoadError: if the teacher LM or its tokenizer cannot be loaded.
+        fairseq_kt.teacher.model.TeacherLoadError: if the teacher LM or its tokenizer cannot be loaded.
     """
     data = config if isinstance(config, Mapping) else _load_yaml(config)
     return KtModule(parse_config(data))
@@ -410,8 +337,9 @@ class KtModule(nn.Module):
     """KT losses from encoder outputs and transcripts: the seed's ``kt_module`` on :mod:`fairseq_kt` heads.
 
     Its only parameters are the KT head's (``head.*``): optimize them together with the speech encoder. The
-    teacher is looked up with :func:`fairseq_kt.teachers.get_teacher` (shared by every module of the process,
-    reloaded after unpickling, moved to the encoder outputs' device on use) and never trained, saved or cast.
+    teacher is held by a :class:`~fairseq_kt.objective.KtObjective`, which looks it up with
+    :func:`fairseq_kt.teacher.model.get_teacher` (shared by every module of the process, looked up again after
+    unpickling, moved to the encoder outputs' device on use); it is never trained, saved or cast.
 
     When the config names a ``tokenizer`` apart from the ``model``, transcripts are tokenized with that tokenizer,
     while the teacher frames them with its own special tokens (``[CLS]``/``[SEP]``, or the BOS of a causal LM);
@@ -421,52 +349,32 @@ class KtModule(nn.Module):
         settings: a validated configuration (:func:`parse_config`).
 
     Raises:
-        fairseq_kt.teachers.TeacherLoadError: if the teacher or tokenizer cannot be loaded.
+        fairseq_kt.teacher.model.TeacherLoadError: if the teacher or tokenizer cannot be loaded.
     """
 
-    def __init__(self, settings: KtSettings) -> None:
+    def __init__(self, settings: SeedConfig) -> None:
         super().__init__()
         self.settings = settings
-        self.method = settings.method
-        self.encoder_dim = settings.encoder_dim
+        self.method = settings.head.method
+        self.encoder_dim = settings.head.encoder_dim
         #: μ, the weight of ``quantity_loss`` in the total loss (0 unless the mechanism is CIF)
-        self.quantity_weight = settings.quantity_weight if settings.method == "rl_cif" else 0.0
-        self._teacher: Optional[Teacher] = None  # plain attributes: never in state_dict(), train(), half()
-        self._tokenizer: Any = None
+        self.quantity_weight = settings.head.mu
+        self.objective = KtObjective(
+            TeacherConfig(settings.lm_model, causal=self.method == "cl", dtype=settings.lm_dtype)
+        )
+        self._tokenizer: Any = None  # a plain attribute: never pickled (looked up again on use)
         self._truncation_warned = False
         teacher = self.teacher
         self.max_tokens = max(teacher.max_positions - teacher.num_special, 0)
-        self.head: nn.Module
-        if settings.method not in KT_HEAD_METHODS:
-            raise ValueError(f"KtSettings.method must be one of rl_cif, rl_attention, cl, got {settings.method!r}")
-        self.head = build_kt_head(
-            settings.method,
-            settings.encoder_dim,
-            teacher.dim,
-            teacher.vocab_size,
-            cif_threshold=settings.cif_threshold,
-            cif_kernel_size=settings.cif_kernel_size,
-            cif_tail_threshold=settings.cif_tail_threshold,
-            num_heads=settings.num_heads,
-            dropout=settings.dropout,
-            positions=settings.positions,
-            max_positions=settings.max_positions,
-            bias=settings.bias,
-            tied_embeddings=teacher.output_embeddings()
-            if settings.method == "cl" and settings.tie_embeddings
-            else None,
-        )
+        self.head: nn.Module = self.objective.build_head(settings.head)
         _ = self.tokenizer  # load a separate tokenizer now, so that a bad path fails at construction
 
     # -- frozen, shared objects ----------------------------------------------------------------------------------
 
     @property
     def teacher(self) -> Teacher:
-        """The frozen teacher LM (process-wide; see :func:`fairseq_kt.teachers.get_teacher`)."""
-        if self._teacher is None:
-            s = self.settings
-            self._teacher = get_teacher(s.lm_model, causal=s.method == "cl", dtype=s.lm_dtype)
-        return self._teacher
+        """The frozen teacher LM (process-wide; see :func:`fairseq_kt.teacher.model.get_teacher`)."""
+        return self.objective.teacher
 
     @property
     def tokenizer(self) -> Any:
@@ -480,7 +388,6 @@ class KtModule(nn.Module):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_teacher"] = None  # pickling / deepcopy never carries the LM: it is looked up again on use
         state["_tokenizer"] = None
         return state
 
@@ -490,9 +397,9 @@ class KtModule(nn.Module):
         return ("kt_loss", "quantity_loss") if self.method == "rl_cif" else ("kt_loss",)
 
     def extra_repr(self) -> str:
-        s = self.settings
         return (
-            f"method={s.method}, encoder_dim={s.encoder_dim}, lm={s.lm_model!r}, quantity_weight={self.quantity_weight}"
+            f"method={self.method}, encoder_dim={self.encoder_dim}, lm={self.settings.lm_model!r}, "
+            f"quantity_weight={self.quantity_weight}"
         )
 
     # -- computation ---------------------------------------------------------------------------------------------
@@ -516,10 +423,7 @@ class KtModule(nn.Module):
                 logger.warning("KT: a transcript was truncated to the teacher's %d tokens", self.max_tokens)
                 self._truncation_warned = True
             ids.append(item)
-        lengths = torch.tensor([len(i) for i in ids], dtype=torch.long)
-        tokens = torch.zeros(len(ids), int(lengths.max()) if ids else 0, dtype=torch.long)
-        for row, item in enumerate(ids):
-            tokens[row, : len(item)] = torch.tensor(item, dtype=torch.long)
+        tokens, lengths = pad_token_ids(ids)
         vocab = self.teacher.vocab_size
         if tokens.numel() and int(tokens.max()) >= vocab:
             raise ValueError(
@@ -598,14 +502,7 @@ class KtModule(nn.Module):
                 f"{tuple(lm_lengths.shape)}"
             )
         padding_mask = valid_mask_to_padding_mask(mask, batch, frames)
-        if padding_mask is not None:
-            padding_mask = padding_mask.to(encoder_outputs.device)
-        lm_tokens = lm_tokens.to(encoder_outputs.device)
-        lm_lengths = lm_lengths.to(encoder_outputs.device)
-        lm_states = self.teacher.hidden_states(lm_tokens, lm_lengths)
-        if isinstance(self.head, ClHead):
-            return self.head(encoder_outputs, padding_mask, lm_states, lm_lengths, lm_tokens)
-        return self.head(encoder_outputs, padding_mask, lm_states, lm_lengths)
+        return self.objective.losses(self.head, encoder_outputs, padding_mask, lm_tokens, lm_lengths)
 
     def total_loss(self, ctc_loss: Tensor, losses: Mapping[str, Tensor], kt_weight: float) -> Tensor:
         """The paper's interpolation ``(1 - λ)·ctc_loss + λ·kt_loss + μ·quantity_loss`` (μ from the config).
@@ -613,9 +510,4 @@ class KtModule(nn.Module):
         Raises:
             ValueError: if ``kt_weight`` (λ) is not in [0, 1].
         """
-        if not 0.0 <= kt_weight <= 1.0:
-            raise ValueError(f"kt_weight (λ) must be in [0, 1], got {kt_weight}")
-        total = (1.0 - kt_weight) * ctc_loss + kt_weight * losses["kt_loss"]
-        if "quantity_loss" in losses and self.quantity_weight:
-            total = total + self.quantity_weight * losses["quantity_loss"]
-        return total
+        return combine(ctc_loss, losses["kt_loss"], losses.get("quantity_loss"), kt_weight, self.quantity_weight)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairseq_kt.testing.cif_reference import loop_cif
 from fairseq_kt.modules.cif import CifAligner, CifWeightPredictor, cif, scale_weights
 from fairseq_kt.modules.losses import quantity_loss
+from fairseq_kt.testing.cif_reference import loop_cif
 
 
 def _random_batch(seed, bsz=4, tlen=23, dim=5, dtype=torch.float64):

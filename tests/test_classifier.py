@@ -1,4 +1,4 @@
-"""Tests of fairseq_kt.modules.classifier: the CL cross-attention head, shift_right and the next-token loss."""
+"""Tests of fairseq_kt.modules.classifier: the CL cross-attention head and the next-token loss."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_kt.modules.classifier import CrossAttentionClassifier, next_token_cross_entropy, shift_right
+from fairseq_kt.modules.classifier import CrossAttentionClassifier, next_token_cross_entropy
 
 C, D, V = 16, 12, 30
 
@@ -185,47 +185,6 @@ def test_bfloat16(tied: bool) -> None:
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and count.item() == 5
 
 
-# --- shift_right ------------------------------------------------------------------------------------------------
-
-
-def test_shift_right_values() -> None:
-    lm_states, start = torch.randn(2, 4, D), torch.randn(D)
-    shifted = shift_right(lm_states, start)
-    assert shifted.shape == (2, 4, D)
-    torch.testing.assert_close(shifted[:, 0], start.expand(2, D))
-    torch.testing.assert_close(shifted[:, 1:], lm_states[:, :-1])
-    per_item = torch.randn(2, D)
-    torch.testing.assert_close(shift_right(lm_states, per_item)[:, 0], per_item)
-    assert shift_right(lm_states, start.double()).dtype == lm_states.dtype
-    assert shift_right(torch.randn(2, 0, D), start).shape == (2, 0, D)
-
-
-def test_shift_right_is_causal() -> None:
-    """Position t of the output, and the head's logits at t, depend only on lm_states[:, :t]."""
-    head = _head(True)
-    lm_states, start, states = torch.randn(2, 5, D), torch.randn(D), torch.randn(2, 6, C)
-    mask = _mask([6, 3], 6)
-    base = shift_right(lm_states, start)
-    base_logits = head(base, states, mask)
-    for t in range(5):
-        perturbed = lm_states.clone()
-        perturbed[:, t:] += 10 * torch.randn(2, 5 - t, D)
-        shifted = shift_right(perturbed, start)
-        torch.testing.assert_close(shifted[:, : t + 1], base[:, : t + 1], atol=0, rtol=0)
-        torch.testing.assert_close(head(shifted, states, mask)[:, : t + 1], base_logits[:, : t + 1])
-        if t + 1 < 5:
-            assert not torch.equal(shifted[:, t + 1], base[:, t + 1])
-
-
-def test_shift_right_errors() -> None:
-    with pytest.raises(ValueError, match="lm_states"):
-        shift_right(torch.randn(4, D), torch.randn(D))
-    with pytest.raises(ValueError, match="start"):
-        shift_right(torch.randn(2, 4, D), torch.randn(D + 1))
-    with pytest.raises(ValueError, match="start"):
-        shift_right(torch.randn(2, 4, D), torch.randn(3, D))
-
-
 # --- next_token_cross_entropy -------------------------------------------------------------------------------------
 
 
@@ -268,6 +227,16 @@ def test_cross_entropy_half_precision_in_float32() -> None:
     reference, _, _ = next_token_cross_entropy(logits.bfloat16().float(), targets, lengths)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, reference)
+
+
+def test_cross_entropy_float64_stays_float64() -> None:
+    logits = torch.randn(2, 3, V, dtype=torch.float64, requires_grad=True)
+    targets, lengths = torch.randint(V, (2, 3)), torch.tensor([3, 1])
+    loss, _, _ = next_token_cross_entropy(logits, targets, lengths)
+    reference = F.cross_entropy(torch.cat([logits[0], logits[1, :1]]), torch.cat([targets[0], targets[1, :1]]),
+                                reduction="sum")  # fmt: skip
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss, reference, atol=1e-12, rtol=1e-12)
 
 
 def test_cross_entropy_shape_errors() -> None:

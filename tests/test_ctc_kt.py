@@ -146,7 +146,7 @@ def test_kt_needs_lm_path_and_audio_kt(corpus, w2v):
 
 @pytest.mark.parametrize("method", ["rl_cif", "cl"])
 def test_teacher_cache_gives_the_same_loss(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method):
-    from fairseq_kt.teacher_cache import build_cache
+    from fairseq_kt.teacher.cache_build import build_cache
 
     lm = tiny_gpt2 if method == "cl" else tiny_bert
     build_cache(

@@ -10,17 +10,18 @@ import textwrap
 import pytest
 import torch
 
-from fairseq_kt.modules.kt_heads import RlCifHead
-from fairseq_kt.teachers import Teacher
+from fairseq_kt.modules.heads import KtHeadConfig, KtTargets, RlCifHead
+from fairseq_kt.teacher.model import Teacher
 from tests.helpers import make_corpus, tiny_w2v
 from tests.test_train_e2e import USER_DIR, hydra_train
 
 
 def test_heads_in_bf16_compute_losses_in_float32():
     torch.manual_seed(0)
-    head = RlCifHead(16, 8).to(torch.bfloat16)
+    head = RlCifHead(KtHeadConfig("rl_cif", 16, lm_dim=8)).to(torch.bfloat16)
     states = torch.randn(2, 20, 16, dtype=torch.bfloat16, requires_grad=True)
-    out = head(states, None, torch.randn(2, 5, 8), torch.tensor([5, 3]))
+    lengths = torch.tensor([5, 3])
+    out = head(states, None, KtTargets(torch.zeros(2, 5, dtype=torch.long), lengths, torch.randn(2, 5, 8)))
     assert out.kt.dtype == torch.float32 and out.quantity.dtype == torch.float32
     (out.kt + out.quantity).backward()
     assert states.grad.dtype == torch.bfloat16 and torch.isfinite(states.grad.float()).all()

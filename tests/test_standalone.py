@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from fairseq_kt import teachers
-from fairseq_kt.modules.kt_heads import ClHead, RlAttentionHead, RlCifHead
+from fairseq_kt.modules.heads import ClHead, RlAttentionHead, RlCifHead
 from fairseq_kt.standalone import KtModule, from_yaml, parse_config, valid_mask_to_padding_mask
+from fairseq_kt.teacher import model as teachers
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "standalone"
@@ -235,7 +235,7 @@ def test_alias_and_name_forms_agree(tiny_bert, tiny_gpt2, tmp_path):
     by_name["representation"]["mechanism"] = "attention"
     by_name["representation"]["lm"] = "bert"
     assert parse_config(by_alias) == parse_config(by_name)
-    assert parse_config(by_alias).method == "rl_attention"
+    assert parse_config(by_alias).head.method == "rl_attention"
     # learning itself may be an alias; a path and a dict give the same module settings
     text = seed_yaml(tiny_bert, tiny_gpt2, "rl_cif").replace("representation:\n", "representation: &rep\n")
     text = text.replace("learning: representation", "learning: *rep")
@@ -326,14 +326,14 @@ def test_config_errors(tiny_bert, tiny_gpt2, case):
 def test_shipped_config_is_valid_and_complete():
     cfg = yaml.safe_load((EXAMPLE / "config.yaml").read_text(encoding="utf-8"))
     settings = parse_config(cfg)
-    assert settings.method == "rl_cif" and settings.encoder_dim == 768 and settings.quantity_weight == 1.0
+    assert settings.head.method == "rl_cif" and settings.head.encoder_dim == 768 and settings.head.mu == 1.0
     for learning, mechanism, method in [("representation", "attention", "rl_attention"),
                                         ("classification", None, "cl")]:  # fmt: skip
         other = yaml.safe_load((EXAMPLE / "config.yaml").read_text(encoding="utf-8"))
         other["learning"] = learning
         if mechanism:
             other["representation"]["mechanism"] = mechanism
-        assert parse_config(other).method == method
+        assert parse_config(other).head.method == method
 
 
 def test_readme_example_runs_from_the_package(tiny_bert, tiny_gpt2, tmp_path, monkeypatch):

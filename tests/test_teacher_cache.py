@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from fairseq_kt import teacher_cache
 from fairseq_kt.cli.cache_teacher import main
-from fairseq_kt.teacher_cache import TeacherCache, build_cache, fingerprint
-from fairseq_kt.teachers import Teacher, lm_max_tokens, load_tokenizer, tokenize
+from fairseq_kt.teacher.cache import TeacherCache, fingerprint
+from fairseq_kt.teacher.cache_build import build_cache
+from fairseq_kt.teacher.model import Teacher, lm_max_tokens, load_tokenizer, resolve_device, tokenize
 from fairseq_kt.testing.tiny_lm import write_tiny_bert
 from tests.conftest import WORDS
 from tests.helpers import build, first_batch, make_corpus, tiny_w2v
@@ -87,10 +87,10 @@ def test_cached_states_equal_the_teacher_on_a_task_batch(corpus, w2v, tiny_bert,
             torch.testing.assert_close(got, want, rtol=tol, atol=tol)
             pad = torch.arange(got.shape[1]).unsqueeze(0) >= b["lm_lengths"].unsqueeze(1)
             assert torch.all(got[pad] == 0)
-        # memory-mapped storage in the chosen dtype
-        states = cache.states("train")
-        assert isinstance(states, np.memmap) and states.dtype == np.dtype(dtype)
-        assert states.shape == (json.loads((out / "meta.json").read_text())["subsets"]["train"]["tokens"], cache.dim)
+        # storage in the chosen dtype, one row per token of the subset's distinct transcripts
+        train = json.loads((out / "meta.json").read_text())["subsets"]["train"]
+        states = np.load(out / f"{train['shard']}.states.npy", mmap_mode="r")
+        assert states.dtype == np.dtype(dtype) and states.shape == (train["tokens"], cache.dim)
 
 
 def test_lookup_keeps_the_tokens_device_and_handles_empty_rows(tiny_bert, tmp_path):
@@ -167,7 +167,7 @@ def test_rerun_is_a_no_op_and_an_edited_transcript_rebuilds(tiny_bert, tmp_path,
 
     edited = ["THE LITTLE DOG FOUND A RED BALL YESTERDAY", *LINES[1:]]
     write_split(data, edited)
-    with caplog.at_level(logging.WARNING, logger="fairseq_kt.teacher_cache"):
+    with caplog.at_level(logging.WARNING, logger="fairseq_kt.teacher.cache"):
         cache = TeacherCache.open(str(out), lm_path=tiny_bert, causal=False)
     assert "changed after subset 'train' was cached" in caplog.text
     tokens, lengths = padded_batch(tiny_bert, [LINES[2], edited[0]])
@@ -200,7 +200,7 @@ def test_a_failed_build_leaves_no_valid_looking_cache(tiny_bert, tmp_path, monke
         raise RuntimeError("teacher crashed")
 
     with monkeypatch.context() as patch:
-        patch.setattr(teacher_cache.Teacher, "hidden_states", broken)
+        patch.setattr(Teacher, "hidden_states", broken)
         with pytest.raises(RuntimeError, match="teacher crashed"):
             build_cache(str(data), "train", tiny_bert, str(out), progress=False)
     assert [f for f in os.listdir(out) if not f.startswith(".lock")] == []
@@ -212,7 +212,7 @@ def test_a_failed_build_leaves_no_valid_looking_cache(tiny_bert, tmp_path, monke
     before = sorted(os.listdir(out))
     write_split(data, ["A BIG DOG", *LINES[1:]])
     with monkeypatch.context() as patch:
-        patch.setattr(teacher_cache.Teacher, "hidden_states", broken)
+        patch.setattr(Teacher, "hidden_states", broken)
         with pytest.raises(RuntimeError):
             build_cache(str(data), "train", tiny_bert, str(out), progress=False)
     assert sorted(os.listdir(out)) == before
@@ -249,3 +249,26 @@ def test_cli_errors_are_one_line_with_status_2(tiny_bert, tmp_path, capsys, args
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fairseq-kt-cache-teacher: error:") and expected in err and "\n" not in err
+
+
+def test_a_killed_build_leaves_no_orphan_shard_after_the_next_build(tiny_bert, tmp_path):
+    data = write_split(tmp_path / "data", LINES)
+    out = tmp_path / "cache"
+    build_cache(str(data), "train", tiny_bert, str(out), progress=False)
+    for part in ("states", "keys", "index"):  # what a build killed before its commit leaves behind
+        (out / f"train.0123456789ab.{part}.npy").write_bytes(b"partial")
+    (out / "train.clean.0123456789ab.states.npy").write_bytes(b"another subset's file")
+    build_cache(str(data), "train", tiny_bert, str(out), progress=False, force=True)
+    names = sorted(os.listdir(out))
+    assert not any(name.startswith("train.0123456789ab.") for name in names)
+    assert "train.clean.0123456789ab.states.npy" in names
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device 'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:1")

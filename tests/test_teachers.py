@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairseq_kt import teachers
-from fairseq_kt.teachers import Teacher, TeacherLoadError, get_teacher, resolve_lm_path, tokenize
+from fairseq_kt.teacher import model as teachers
+from fairseq_kt.teacher.model import Teacher, TeacherLoadError, get_teacher, resolve_lm_path, tokenize
 
 
 def _batch(tok, texts):
@@ -77,7 +77,7 @@ def test_packaged_minilm_resolves():
 
 
 def test_tiny_bert_tokenizer_knows_its_words(tiny_bert):
-    from fairseq_kt.teachers import load_tokenizer
+    from fairseq_kt.teacher.model import load_tokenizer
 
     tok = load_tokenizer(tiny_bert)
     ids = tok("the little dog", add_special_tokens=False)["input_ids"]

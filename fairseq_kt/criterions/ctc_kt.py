@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
 from fairseq import utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.ctc import CtcCriterion, CtcCriterionConfig
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
-from fairseq.logging.meters import safe_round
+from fairseq.logging.meters import MetersDict, safe_round
+from omegaconf import II
 from torch import Tensor, nn
 
-from fairseq_kt.modules.kt_heads import ClHead, KtLosses, build_kt_head
-from fairseq_kt.teacher_cache import TeacherCache
-from fairseq_kt.teachers import DTYPES, Teacher, get_teacher
+from fairseq_kt.modules.heads import KtHeadConfig, KtLosses
+from fairseq_kt.objective import KtObjective, TeacherConfig, combine, keep_finite
+from fairseq_kt.teacher.model import DTYPES, Teacher
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,10 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
         default=0.5, metadata={"help": "CIF at inference: a final remainder above this fires one more token"}
     )
     cif_kernel_size: int = field(default=3, metadata={"help": "kernel of CIF's weight-predictor convolution (odd)"})
-    kt_heads: int = field(default=4, metadata={"help": "attention heads of rl_attention / cl"})
+    kt_attention_heads: int = field(default=4, metadata={"help": "number of attention heads of rl_attention / cl"})
+    kt_heads: Optional[int] = field(
+        default=None, metadata={"help": "deprecated alias of kt_attention_heads (a head count); logs a warning"}
+    )
     kt_dropout: float = field(default=0.1, metadata={"help": "dropout inside the KT heads"})
     kt_positions: POSITION_CHOICES = field(  # type: ignore[valid-type]
         default="sinusoidal", metadata={"help": "rl_attention queries: fixed sinusoidal or learned positions"}
@@ -98,6 +101,69 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
         default=0,
         metadata={"help": "width of the encoder states; 0 = read it from the model the audio_kt task built"},
     )
+    log_interval: int = field(
+        default=II("common.log_interval"),
+        metadata={
+            "help": "warn (once) when this many batches in a row score no LM token while KT is on; follows "
+            "common.log_interval"
+        },
+    )
+
+
+#: how each KtHeadConfig field is spelled in this criterion's config (for error messages)
+HEAD_KEYS = {
+    "encoder_dim": "criterion.encoder_dim",
+    "num_heads": "criterion.kt_attention_heads",
+    "dropout": "criterion.kt_dropout",
+    "cif_threshold": "criterion.cif_threshold",
+    "cif_kernel_size": "criterion.cif_kernel_size",
+    "cif_tail_threshold": "criterion.cif_tail_threshold",
+    "quantity_weight": "criterion.quantity_weight",
+    "positions": "criterion.kt_positions",
+    "max_positions": "criterion.kt_max_positions",
+    "tie_embeddings": "criterion.cl_tie_embeddings",
+}
+_DEFAULT_HEADS = CtcKtCriterionConfig.__dataclass_fields__["kt_attention_heads"].default
+
+
+def attention_heads(cfg: CtcKtCriterionConfig) -> int:
+    """``kt_attention_heads``, or the deprecated ``kt_heads`` (with a warning) when a config still sets it.
+
+    Raises:
+        ValueError: both keys set to different values.
+    """
+    if cfg.kt_heads is None:
+        return int(cfg.kt_attention_heads)
+    if cfg.kt_attention_heads not in (_DEFAULT_HEADS, cfg.kt_heads):
+        raise ValueError(
+            f"criterion.kt_heads={cfg.kt_heads} (deprecated) and criterion.kt_attention_heads="
+            f"{cfg.kt_attention_heads} disagree: set only criterion.kt_attention_heads"
+        )
+    logger.warning(
+        "criterion.kt_heads is deprecated (it is a head count): use criterion.kt_attention_heads=%d", cfg.kt_heads
+    )
+    return int(cfg.kt_heads)
+
+
+def head_config(cfg: CtcKtCriterionConfig, method: str, encoder_dim: int) -> KtHeadConfig:
+    """The criterion's KT-head hyper-parameters as one checked :class:`KtHeadConfig` (teacher sizes not set yet).
+
+    Raises:
+        ValueError: a bad value, naming its ``criterion.*`` key.
+    """
+    return KtHeadConfig(
+        method=method,
+        encoder_dim=int(encoder_dim),
+        num_heads=attention_heads(cfg),
+        dropout=float(cfg.kt_dropout),
+        cif_threshold=float(cfg.cif_threshold),
+        cif_kernel_size=int(cfg.cif_kernel_size),
+        cif_tail_threshold=float(cfg.cif_tail_threshold),
+        quantity_weight=float(cfg.quantity_weight),
+        positions=str(cfg.kt_positions),
+        max_positions=int(cfg.kt_max_positions),
+        tie_embeddings=bool(cfg.cl_tie_embeddings),
+    ).check(HEAD_KEYS)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -140,6 +206,59 @@ def capture_encoder_states(model: nn.Module) -> Iterator[dict[str, Any]]:
             h.remove()
 
 
+class SilenceWatch:
+    """Warns once per mode (training, validation) when KT scores no LM token for a whole logging interval.
+
+    Batches are counted in a row per mode; a validation pass that ends (the next training batch arrives) with no
+    scored token at all also warns. The warning names the batches' utterance ids (the first few).
+    """
+
+    MAX_IDS = 16
+
+    def __init__(self, interval: int) -> None:
+        self.interval = max(int(interval), 1)
+        self.warned: set[str] = set()
+        self._mode: Optional[str] = None
+        self._silent = {"training": 0, "validation": 0}
+        self._batches = {"training": 0, "validation": 0}
+        self._ids: dict[str, list[int]] = {"training": [], "validation": []}
+
+    def update(self, training: bool, count: int, ids: list[int]) -> None:
+        """Record one batch: its mode, its number of scored LM tokens and its utterance ids."""
+        mode = "training" if training else "validation"
+        if self._mode == "validation" and mode == "training":
+            if self._batches["validation"] and self._silent["validation"] == self._batches["validation"]:
+                self._warn("validation", "the whole validation pass")
+            self._reset("validation")
+        self._mode = mode
+        self._batches[mode] += 1
+        if count > 0:
+            self._silent[mode] = 0
+            self._ids[mode] = []
+            return
+        self._silent[mode] += 1
+        self._ids[mode] = (self._ids[mode] + ids)[: self.MAX_IDS]
+        if self._silent[mode] >= self.interval:
+            self._warn(mode, f"{self._silent[mode]} batches in a row (a logging interval)")
+
+    def _reset(self, mode: str) -> None:
+        self._silent[mode] = self._batches[mode] = 0
+        self._ids[mode] = []
+
+    def _warn(self, mode: str, span: str) -> None:
+        if mode in self.warned:
+            return
+        self.warned.add(mode)
+        logger.warning(
+            "ctc_kt: no LM token was scored in %s during %s (kt_count = 0, batch ids %s): KT is not training. "
+            "Check that the transcripts are not empty and that criterion.lm_path's tokenizer reads them "
+            "(task.lm_text_case)",
+            span,
+            mode,
+            self._ids[mode],
+        )
+
+
 @register_criterion("ctc_kt", dataclass=CtcKtCriterionConfig)
 class CtcKtCriterion(CtcCriterion):
     """fairseq's CTC plus a knowledge-transferring loss from a frozen LM (see the module docstring)."""
@@ -148,81 +267,43 @@ class CtcKtCriterion(CtcCriterion):
         super().__init__(cfg, task)
         if not 0.0 <= cfg.kt_weight <= 1.0:
             raise ValueError(f"criterion.kt_weight must be in [0, 1], got {cfg.kt_weight}")
-        if cfg.quantity_weight < 0:
-            raise ValueError(f"criterion.quantity_weight must be >= 0, got {cfg.quantity_weight}")
         method = str(cfg.kt_method)
         if method not in KT_METHODS:
             raise ValueError(f"criterion.kt_method must be one of {KT_METHODS}, got {method!r}")
         self.kt_method = "none" if cfg.kt_weight == 0 else method
         self.kt_weight = float(cfg.kt_weight) if self.kt_method != "none" else 0.0
-        self.quantity_weight = float(cfg.quantity_weight) if self.kt_method == "rl_cif" else 0.0
+        self.quantity_weight = 0.0
         self.kt_head: Optional[nn.Module] = None
-        self._teacher: Optional[Teacher] = None  # a plain attribute: never in state_dict(), train(), half()
-        self._cache: Optional[TeacherCache] = None
+        self.objective: Optional[KtObjective] = None  # holds the teacher: never in state_dict(), train(), half()
         self.num_nonfinite = 0
         if self.kt_method == "none":
             return
-
-        if not cfg.lm_path:
-            raise ValueError(f"criterion.kt_method={method} needs criterion.lm_path (the teacher LM)")
-        task_lm = getattr(getattr(task, "cfg", None), "lm_path", None)
-        if not hasattr(getattr(task, "cfg", None), "text_labels"):
-            raise ValueError("criterion ctc_kt with KT needs task._name=audio_kt (it supplies the LM token ids)")
-        if task_lm is not None and task_lm != cfg.lm_path:
-            raise ValueError(
-                f"task.lm_path={task_lm!r} differs from criterion.lm_path={cfg.lm_path!r}: the task must tokenize "
-                "with the teacher's tokenizer (leave task.lm_path unset; it follows criterion.lm_path)"
-            )
-        encoder_dim = cfg.encoder_dim or getattr(task, "encoder_dim", None)
-        if not encoder_dim:
-            raise ValueError(
-                "ctc_kt could not find the encoder width: build the model with the audio_kt task first, "
-                "or set criterion.encoder_dim"
-            )
-        causal = self.kt_method == "cl"
-        tied: Optional[Tensor] = None
-        if cfg.teacher_cache:
-            # precomputed states: the LM never runs (loaded only when cl ties its embeddings)
-            self._cache = TeacherCache.open(
-                cfg.teacher_cache,
+        encoder_dim = _check_task(cfg, task, method)
+        head_cfg = head_config(cfg, self.kt_method, encoder_dim)
+        self.quantity_weight = head_cfg.mu
+        self.objective = KtObjective(
+            TeacherConfig(
                 lm_path=cfg.lm_path,
-                causal=causal,
-                lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
-                max_tokens=task.lm_token_limit() if hasattr(task, "lm_token_limit") else None,
+                causal=self.kt_method == "cl",
+                dtype=str(cfg.teacher_dtype),
+                cache_dir=cfg.teacher_cache,
+                cache_lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
+                cache_max_tokens=task.lm_token_limit() if hasattr(task, "lm_token_limit") else None,
             )
-            lm_dim, vocab_size = self._cache.dim, self._cache.vocab_size
-            if causal and cfg.cl_tie_embeddings:
-                tied = Teacher(cfg.lm_path, causal=True).output_embeddings()
-        else:
-            self._teacher = get_teacher(cfg.lm_path, causal=causal, dtype=str(cfg.teacher_dtype))
-            lm_dim, vocab_size = self._teacher.dim, self._teacher.vocab_size
-            if causal and cfg.cl_tie_embeddings:
-                tied = self._teacher.output_embeddings()
-        self.kt_head = build_kt_head(
-            self.kt_method,
-            encoder_dim,
-            lm_dim,
-            vocab_size,
-            cif_threshold=cfg.cif_threshold,
-            cif_kernel_size=cfg.cif_kernel_size,
-            cif_tail_threshold=cfg.cif_tail_threshold,
-            num_heads=cfg.kt_heads,
-            dropout=cfg.kt_dropout,
-            positions=str(cfg.kt_positions),
-            max_positions=cfg.kt_max_positions,
-            tied_embeddings=tied,
         )
-        n_params = sum(p.numel() for p in self.kt_head.parameters())
+        self.kt_head = self.objective.build_head(head_cfg)
+        self.silence = SilenceWatch(cfg.log_interval)
         logger.info(
             "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
             self.kt_method,
-            n_params,
+            sum(p.numel() for p in self.kt_head.parameters()),
             cfg.lm_path,
         )
 
     @property
     def teacher(self) -> Optional[Teacher]:
-        return self._teacher
+        """The frozen teacher LM (None without KT or with a teacher cache)."""
+        return self.objective.teacher if self.objective is not None else None
 
     # -- fairseq hooks -------------------------------------------------------------------------------------------
 
@@ -241,50 +322,41 @@ class CtcKtCriterion(CtcCriterion):
         with capture_encoder_states(model) as captured:
             ctc_loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce, **kwargs)
         states = captured["states"].transpose(0, 1)  # B×T×C
-        padding_mask = captured.get("padding_mask")
-        kt = self.kt_losses(states, padding_mask, sample["lm_tokens"], sample["lm_lengths"])
-        nonfinite = not bool(torch.isfinite(kt.kt + kt.quantity))
-        if nonfinite:  # drop the KT terms of this batch, keep CTC; counted in the logs as kt_nonfinite
+        kt = self.kt_losses(states, captured.get("padding_mask"), sample["lm_tokens"], sample["lm_lengths"])
+        kt, finite = keep_finite(kt, self.kt_head)
+        if not finite:  # KT terms zeroed for this batch (head graph kept), CTC kept; counted as kt_nonfinite
             self.num_nonfinite += 1
             logger.warning(
-                "ctc_kt: non-finite KT loss (kt=%s, quantity=%s) in a batch of ids %s; KT terms dropped "
-                "for this batch (%d so far)",
-                float(kt.kt),
-                float(kt.quantity),
+                "ctc_kt: non-finite KT loss in a batch of ids %s; KT terms zeroed for this batch (%d so far)",
                 sample["id"].tolist()[:8],
                 self.num_nonfinite,
             )
-            kt = KtLosses(*(torch.zeros_like(t) for t in (kt.kt, kt.quantity, kt.cosine_sum, kt.correct, kt.count)))
-        loss = (1.0 - self.kt_weight) * ctc_loss + self.kt_weight * kt.kt + self.quantity_weight * kt.quantity
+        loss = combine(ctc_loss, kt.kt, kt.quantity, self.kt_weight, self.quantity_weight)
+        count = int(utils.item(kt.count.data))
+        self.silence.update(self.training, count, sample["id"].tolist())
         logging_output.update(
             loss=utils.item(loss.data),
             loss_ctc=utils.item(ctc_loss.data),
             loss_kt=utils.item(kt.kt.data),
             loss_quantity=utils.item(kt.quantity.data),
-            kt_count=utils.item(kt.count.data),
-            kt_nonfinite=int(nonfinite),
+            kt_count=count,
+            kt_nonfinite=int(not finite),
         )
         if self.kt_method == "cl":
             logging_output["kt_correct"] = utils.item(kt.correct.data)
         else:
             logging_output["kt_cosine_sum"] = utils.item(kt.cosine_sum.data)
+        if kt.count_error is not None:  # CIF in eval mode: the inference path's token-count error
+            logging_output["kt_count_error_sum"] = utils.item(kt.count_error.data)
         return loss, sample_size, logging_output
 
     def kt_losses(
         self, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor, lm_lengths: Tensor
     ) -> KtLosses:
-        """Run the teacher (no grad) and the KT head on one batch; see :mod:`fairseq_kt.modules.kt_heads`."""
-        if self.kt_head is None:
+        """The teacher (no grad) and the KT head on one batch (:meth:`fairseq_kt.objective.KtObjective.losses`)."""
+        if self.objective is None or self.kt_head is None:
             raise RuntimeError("ctc_kt: kt_losses called with kt_method=none")
-        lm_tokens = lm_tokens.to(states.device)
-        lm_lengths = lm_lengths.to(states.device)
-        if self._cache is not None:
-            lm_states = self._cache.lookup(lm_tokens, lm_lengths)
-        else:
-            lm_states = self._teacher.hidden_states(lm_tokens, lm_lengths)
-        if isinstance(self.kt_head, ClHead):
-            return self.kt_head(states, padding_mask, lm_states, lm_lengths, lm_tokens)
-        return self.kt_head(states, padding_mask, lm_states, lm_lengths)
+        return self.objective.losses(self.kt_head, states, padding_mask, lm_tokens, lm_lengths)
 
     @staticmethod
     def reduce_metrics(logging_outputs: list[dict]) -> None:
@@ -301,27 +373,58 @@ class CtcKtCriterion(CtcCriterion):
         metrics.log_scalar("_kt_count", total("kt_count"))
         if total("kt_nonfinite") > 0:
             metrics.log_scalar("kt_nonfinite", total("kt_nonfinite"), round=0)
+        if any("kt_count_error_sum" in log for log in logging_outputs):  # CIF, validation: mean |fired - N|
+            sentences = total("nsentences")
+            metrics.log_scalar("kt_count_error", total("kt_count_error_sum") / max(sentences, 1), sentences, round=3)
         if any("kt_cosine_sum" in log for log in logging_outputs):  # RL: mean cosine similarity to the teacher
             metrics.log_scalar("_kt_cosine_sum", total("kt_cosine_sum"))
-            metrics.log_derived(
-                "kt_cosine",
-                lambda m: (
-                    safe_round(m["_kt_cosine_sum"].sum / m["_kt_count"].sum, 4)
-                    if m["_kt_count"].sum > 0
-                    else float("nan")
-                ),
-            )
+            _log_per_token("kt_cosine", "_kt_cosine_sum", 1.0, 4)
         if any("kt_correct" in log for log in logging_outputs):  # CL: next-token accuracy (%)
             metrics.log_scalar("_kt_correct", total("kt_correct"))
-            metrics.log_derived(
-                "kt_accuracy",
-                lambda m: (
-                    safe_round(m["_kt_correct"].sum * 100.0 / m["_kt_count"].sum, 3)
-                    if m["_kt_count"].sum > 0
-                    else float("nan")
-                ),
-            )
+            _log_per_token("kt_accuracy", "_kt_correct", 100.0, 3)
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def _check_task(cfg: CtcKtCriterionConfig, task: Any, method: str) -> int:
+    """The encoder width, after checking that KT has a teacher and the audio_kt task.
+
+    Raises:
+        ValueError: no ``criterion.lm_path``, another task than ``audio_kt``, a ``task.lm_path`` that differs, or no
+            known encoder width.
+    """
+    if not cfg.lm_path:
+        raise ValueError(f"criterion.kt_method={method} needs criterion.lm_path (the teacher LM)")
+    task_cfg = getattr(task, "cfg", None)
+    if not hasattr(task_cfg, "text_labels"):
+        raise ValueError("criterion ctc_kt with KT needs task._name=audio_kt (it supplies the LM token ids)")
+    task_lm = getattr(task_cfg, "lm_path", None)
+    if task_lm is not None and task_lm != cfg.lm_path:
+        raise ValueError(
+            f"task.lm_path={task_lm!r} differs from criterion.lm_path={cfg.lm_path!r}: the task must tokenize "
+            "with the teacher's tokenizer (leave task.lm_path unset; it follows criterion.lm_path)"
+        )
+    encoder_dim = cfg.encoder_dim or getattr(task, "encoder_dim", None)
+    if not encoder_dim:
+        raise ValueError(
+            "ctc_kt could not find the encoder width: build the model with the audio_kt task first, "
+            "or set criterion.encoder_dim"
+        )
+    return int(encoder_dim)
+
+
+def _log_per_token(key: str, numerator: str, scale: float, digits: int) -> None:
+    """Log ``key = scale · numerator / _kt_count`` in every active aggregator that scored an LM token, and keep it
+    out of those that scored none (absent, rather than ``nan``, in that interval's or validation's log line)."""
+    metrics.log_derived(key, lambda m: safe_round(m[numerator].sum * scale / max(m["_kt_count"].sum, 1), digits))
+    for agg in metrics.get_active_aggregators():
+        if key in agg and agg["_kt_count"].sum <= 0:
+            _drop_meter(agg, key)
+
+
+def _drop_meter(meters: MetersDict, key: str) -> None:
+    """Remove a meter; fairseq's MetersDict has no removal, and it keeps a priority list beside the dict."""
+    del meters[key]
+    meters.priorities[:] = [entry for entry in meters.priorities if entry[2] != key]

@@ -77,6 +77,24 @@ def scale_weights(alpha: Tensor, target_lengths: Tensor, eps: float = 1e-6) -> T
     return alpha * (target_lengths.to(acc).unsqueeze(1) / total)
 
 
+def inference_lengths(total: Tensor, threshold: float = 1.0, tail_threshold: float = 0.5) -> Tensor:
+    """How many tokens :func:`cif` fires at inference from each item's total weight ``Σα``.
+
+    Token ``k`` fires once the cumulative weight reaches ``k + β``, so ``floor(Σα - β + 1)`` tokens fire while
+    integrating (none below β); the remainder fires one more token if it exceeds ``tail_threshold``.
+
+    Args:
+        total: B total (unscaled) weights ``Σ_t α_t``, padding excluded.
+        threshold: firing threshold β.
+        tail_threshold: a final remainder above this fires once more.
+
+    Returns:
+        B long token counts.
+    """
+    fired = torch.clamp(torch.floor(total - threshold + 1.0), min=0.0)
+    return (fired + (total - fired > tail_threshold).to(total.dtype)).long()
+
+
 def cif(
     states: Tensor,
     alpha: Tensor,
@@ -125,10 +143,7 @@ def cif(
     if target_lengths is not None:
         lengths = target_lengths.to(device=device, dtype=torch.long)
     else:
-        final = cum[:, -1] if tlen > 0 else alpha.new_zeros(bsz)
-        fired = torch.clamp(torch.floor(final - threshold + 1.0), min=0.0)
-        remainder = final - fired
-        lengths = (fired + (remainder > tail_threshold).to(acc)).long()
+        lengths = inference_lengths(cum[:, -1] if tlen > 0 else alpha.new_zeros(bsz), threshold, tail_threshold)
     num = int(lengths.max().item()) if bsz > 0 else 0
 
     ks = torch.arange(num, device=device, dtype=acc)  # token index k
@@ -217,3 +232,9 @@ class CifAligner(nn.Module):
             tail_threshold=self.tail_threshold,
         )
         return out, alpha_sum
+
+    def count_error(self, alpha_sum: Tensor, target_lengths: Tensor) -> Tensor:
+        """Σ_b |fired_b - N_b|: tokens the inference path (:func:`inference_lengths`, with ``tail_threshold``)
+        would fire from the unscaled ``Σα`` (B) against the target counts (B); detached long scalar."""
+        fired = inference_lengths(alpha_sum.detach(), self.threshold, self.tail_threshold)
+        return (fired - target_lengths.to(fired.device).long()).abs().sum()

@@ -18,40 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fairseq_kt.modules.attention import MultiHeadCrossAttention
+from fairseq_kt.modules.losses import compute_dtype
 
-__all__ = ["CrossAttentionClassifier", "next_token_cross_entropy", "shift_right"]
-
-
-def shift_right(lm_states: Tensor, start: Tensor) -> Tensor:
-    """Shift LM states one position to the right, inserting ``start`` at position 0.
-
-    Position ``t`` of the result is ``lm_states[:, t-1]``, so with a causal teacher it has seen only tokens ``< t``
-    and may serve as the query that predicts token ``t``. The last input position is dropped; the length stays N.
-
-    Args:
-        lm_states: B×N×D teacher states.
-        start: D (shared) or B×D (per item) state for position 0, e.g. the teacher's state of its BOS token. Cast to
-            the dtype and device of ``lm_states``.
-
-    Returns:
-        B×N×D tensor (B×0×D unchanged when N = 0).
-
-    Raises:
-        ValueError: if ``lm_states`` is not 3-D or ``start`` is not D or B×D.
-    """
-    if lm_states.dim() != 3:
-        raise ValueError(f"shift_right: lm_states must have shape B×N×D, got {tuple(lm_states.shape)}")
-    batch, length, dim = lm_states.shape
-    if start.dim() == 1:
-        start = start.unsqueeze(0).expand(batch, dim) if start.size(0) == dim else start
-    if start.dim() != 2 or tuple(start.shape) != (batch, dim):
-        raise ValueError(
-            f"shift_right: start must have shape D = ({dim},) or B×D = ({batch}, {dim}), got {tuple(start.shape)}"
-        )
-    if length == 0:
-        return lm_states
-    start = start.to(device=lm_states.device, dtype=lm_states.dtype)
-    return torch.cat([start.unsqueeze(1), lm_states[:, :-1]], dim=1)
+__all__ = ["CrossAttentionClassifier", "next_token_cross_entropy"]
 
 
 class CrossAttentionClassifier(nn.Module):
@@ -136,7 +105,7 @@ class CrossAttentionClassifier(nn.Module):
 
         Args:
             lm_states: B×N×D teacher states already shifted right (position t saw only tokens < t; see
-                :func:`shift_right`).
+                :meth:`fairseq_kt.teacher.model.Teacher.hidden_states`).
             states: B×T×C encoder states.
             padding_mask: B×T bool, True = padded frame; None = no padding.
 
@@ -165,8 +134,8 @@ def next_token_cross_entropy(logits: Tensor, targets: Tensor, lengths: Tensor) -
     """Summed next-token cross-entropy over the valid positions, with accuracy counts.
 
     Position ``n`` of item ``b`` is valid when ``n < lengths[b]`` (lengths outside [0, N] act as clamped). Computed
-    in float32 whatever the logits' dtype; invalid positions contribute neither loss nor gradient, whatever their
-    targets hold. No host synchronisation.
+    in float32 (float64 for float64 logits; half precision is promoted); invalid positions contribute neither loss
+    nor gradient, whatever their targets hold. No host synchronisation.
 
     Args:
         logits: B×N×V.
@@ -174,9 +143,9 @@ def next_token_cross_entropy(logits: Tensor, targets: Tensor, lengths: Tensor) -
         lengths: B integer token counts.
 
     Returns:
-        ``(loss, correct, count)``: the summed cross-entropy (float32 scalar; 0, not NaN, when nothing is valid),
-        the number of valid positions whose argmax equals the target, and the number of valid positions (int64
-        scalars).
+        ``(loss, correct, count)``: the summed cross-entropy (float32, or float64 for float64 logits; 0, not NaN, when
+        nothing is valid), the number of valid positions whose argmax equals the target, and the number of valid
+        positions (int64 scalars).
 
     Raises:
         ValueError: if ``logits`` is not 3-D, ``targets`` is not B×N integers, or ``lengths`` is not B integers.
@@ -202,7 +171,10 @@ def next_token_cross_entropy(logits: Tensor, targets: Tensor, lengths: Tensor) -
     ignore = -100
     masked_targets = targets.long().masked_fill(~valid, ignore)
     loss = F.cross_entropy(
-        logits.float().reshape(-1, vocab), masked_targets.reshape(-1), ignore_index=ignore, reduction="sum"
+        logits.to(compute_dtype(logits)).reshape(-1, vocab),
+        masked_targets.reshape(-1),
+        ignore_index=ignore,
+        reduction="sum",
     )
     correct = ((logits.argmax(dim=-1) == targets) & valid).sum()
     return loss, correct, valid.sum()
