@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def w2v(tmp_path_factory, corpus):
     return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
 
 
-def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
+def run_hydra_train(config: str, save_dir: Path, overrides: list[str]) -> tuple[int, str]:
+    """fairseq-hydra-train with ``config`` and ``overrides``: (exit status, stdout + stderr)."""
     cmd = [
         sys.executable,
         "-m",
@@ -45,8 +47,12 @@ def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
         *overrides,
     ]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def hydra_train(config: str, save_dir: Path, overrides: list[str]) -> str:
+    returncode, out = run_hydra_train(config, save_dir, overrides)
+    assert returncode == 0, out[-6000:]
     return out
 
 
@@ -179,3 +185,101 @@ def test_fairseqs_own_base_10h_config_with_ctc_kt(corpus, w2v, tiny_bert, tmp_pa
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert "loss_kt" in out and (save / "checkpoint_last.pt").exists()
+
+
+# -- checks before the first update ------------------------------------------------------------------------------
+
+
+def _refused_before_training(config: str, save: Path, overrides: list[str]) -> str:
+    returncode, out = run_hydra_train(config, save, overrides)
+    assert returncode != 0, out[-3000:]
+    assert "num_updates" not in out and "loss_kt" not in out and not (save / "checkpoint_last.pt").exists()
+    return out
+
+
+def _empty_gpt2(tiny_gpt2: str, out: Path) -> str:
+    """The tiny GPT2 with the tokenizer a user gets from GPT2TokenizerFast(vocab_file=..., merges_file=...)."""
+    from transformers import GPT2TokenizerFast
+
+    shutil.copytree(tiny_gpt2, out)
+    model = json.loads((out / "tokenizer.json").read_text())["model"]
+    (out / "vocab.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (out / name).unlink()
+    GPT2TokenizerFast(vocab_file=str(out / "vocab.json"), merges_file=str(out / "merges.txt")).save_pretrained(out)
+    return str(out)
+
+
+def _cased_bert(tiny_bert: str, out: Path) -> str:
+    """The tiny BERT (lower-case vocabulary) under a tokenizer that keeps case."""
+    from transformers import BertTokenizerFast
+
+    shutil.copytree(tiny_bert, out)
+    BertTokenizerFast.from_pretrained(tiny_bert, do_lower_case=False).save_pretrained(out)
+    return str(out)
+
+
+def test_an_empty_gpt2_tokenizer_is_refused_before_the_first_update(corpus, w2v, tiny_gpt2, tmp_path):
+    lm = _empty_gpt2(tiny_gpt2, tmp_path / "gpt2")
+    common = [f"common.user_dir={USER_DIR}", f"task.data={corpus}", f"model.w2v_path={w2v}", "dataset.num_workers=0"]
+    out = _refused_before_training("demo_cl", tmp_path / "run", [*common, f"criterion.lm_path={lm}"])
+    assert "LmTokenizerError" in out and f"criterion.lm_path={lm}: split 'valid'" in out, out[-3000:]
+    assert "no sampled transcript gives a single LM token (6 with text, 0 blank" in out
+    assert "-> []" in out and "AutoTokenizer.from_pretrained" in out
+
+
+def test_all_unknown_transcripts_are_refused_before_the_first_update(corpus, w2v, tiny_bert, tmp_path):
+    lm = _cased_bert(tiny_bert, tmp_path / "bert")
+    overrides = [
+        f"common.user_dir={USER_DIR}",
+        f"task.data={corpus}",
+        f"model.w2v_path={w2v}",
+        f"criterion.lm_path={lm}",
+        "+task.lm_text_case=keep",  # a key the YAML lacks
+        "dataset.num_workers=0",
+    ]
+    out = _refused_before_training("demo_rl_cif", tmp_path / "run", overrides)
+    assert re.search(rf"criterion\.lm_path={re.escape(lm)}: split 'valid' \(\S+valid\.wrd\), 6 of 6", out), out[-3000:]
+    assert re.search(r"100\.0% of the \d+ LM tokens are the unknown token '\[UNK\]'", out)
+    assert "-> ['[UNK]', '[UNK]'" in out and "task.lm_text_case=lower" in out
+
+
+def test_a_few_unknown_tokens_pass_and_the_figures_are_logged(corpus, w2v, tiny_bert, tmp_path):
+    from tests.test_bad_input import copy_corpus
+
+    data = copy_corpus(corpus, tmp_path / "data")
+    lines = (data / "train.wrd").read_text().splitlines()
+    lines[:3] = [f"{line} Ω" for line in lines[:3]]  # one unknown token in each of three transcripts
+    (data / "train.wrd").write_text("\n".join(lines) + "\n")
+    overrides = [
+        f"common.user_dir={USER_DIR}",
+        f"task.data={data}",
+        f"model.w2v_path={w2v}",
+        f"criterion.lm_path={tiny_bert}",
+        "optimization.max_update=2",
+        "dataset.num_workers=0",
+    ]
+    out = hydra_train("demo_rl_cif", tmp_path / "run", overrides)
+    figures = r"split '{}': {} of {} transcripts tokenized: [\d.]+ LM tokens per transcript, ([\d.]+)% unknown tokens"
+    assert float(re.search(figures.format("valid", 6, 6), out).group(1)) == 0.0, out[-3000:]
+    assert 0.0 < float(re.search(figures.format("train", 24, 24), out).group(1)) < 20.0
+    assert re.search(r"loss_kt=[\d.]+", out)
+
+
+def test_a_missing_audio_file_stops_training_before_the_first_update(corpus, w2v, tiny_bert, tmp_path):
+    from tests.test_bad_input import copy_corpus
+
+    data = copy_corpus(corpus, tmp_path / "data")
+    missing = (data / "train.tsv").read_text().splitlines()[5].split("\t")[0]
+    (data / missing).unlink()
+    overrides = [
+        f"common.user_dir={USER_DIR}",
+        f"task.data={data}",
+        f"model.w2v_path={w2v}",
+        f"criterion.lm_path={tiny_bert}",
+        "dataset.num_workers=0",
+    ]
+    out = _refused_before_training("demo_rl_cif", tmp_path / "run", overrides)
+    assert re.search(rf"BadAudioError: \S+train\.tsv: 1 of its audio files are unusable: line 6 \(\S+{missing}\)", out)

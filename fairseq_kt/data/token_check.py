@@ -165,5 +165,6 @@ def _message(stats: TokenStats, problem: str, lm_path: str, source: str, example
         f"t = AutoTokenizer.from_pretrained('{lm_path}'); print(len(t), t.tokenize('a line of your transcripts'))\". "
         "A tokenizer saved by transformers 5 from GPT2TokenizerFast(vocab_file=..., merges_file=...) is empty: "
         "load the original with from_pretrained and save_pretrained it; an uncased teacher needs "
-        "task.lm_text_case=lower. task.max_unknown_lm_tokens=1.0 disables the unknown-token limit."
+        "task.lm_text_case=lower. task.max_unknown_lm_tokens=1.0 disables the unknown-token limit (on the "
+        "fairseq-hydra-train command line, +task.KEY=VALUE adds a key the YAML lacks)."
     )

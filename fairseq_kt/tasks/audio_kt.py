@@ -66,7 +66,8 @@ class AudioKtConfig(AudioFinetuningConfig):
             "help": "before training, a sample of each split's transcripts is tokenized as the dataset does; stop "
             "when more than this fraction of the LM tokens is the tokenizer's unknown token (or when no transcript "
             "gives a token). Check a tokenizer with AutoTokenizer.from_pretrained(LM).tokenize('a transcript'); "
-            "override with a larger value, 1.0 disables the unknown-token limit"
+            "override with a larger value, 1.0 disables the unknown-token limit (fairseq-hydra-train: "
+            "+task.max_unknown_lm_tokens=1.0 when the YAML lacks the key)"
         },
     )
 
