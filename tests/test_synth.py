@@ -207,3 +207,18 @@ def test_unknown_voice(tmp_path: Path) -> None:
 def test_invalid_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         synth.synthesize_corpus(tmp_path, **kwargs)
+
+
+def test_noise_corpus_has_the_synthesis_layout(tmp_path):
+    from fairseq_kt.testing.synth import SAMPLE_RATE, letters, noise_corpus
+
+    assert noise_corpus(tmp_path, {"train": 4, "valid": 2}, seed=3) == {"train": 4, "valid": 2}
+    lines = (tmp_path / "train.tsv").read_text().splitlines()
+    assert lines[0] == str(tmp_path.resolve()) and len(lines) == 5
+    words = (tmp_path / "train.wrd").read_text().splitlines()
+    assert (tmp_path / "train.ltr").read_text().splitlines() == [letters(w) for w in words]
+    for entry, text in zip(lines[1:], words):
+        name, frames = entry.split("\t")
+        info = sf.info(tmp_path / name)
+        assert info.frames == int(frames) == int(SAMPLE_RATE * 0.4 * len(text.split()))
+    assert (tmp_path / "dict.ltr.txt").read_text().split()[0] == "|"  # the word boundary is the most frequent

@@ -157,8 +157,9 @@ def format_step_report(result: dict[str, Any]) -> str:
         f"({s['w2v'] or 'tiny_w2v defaults'}), model settings {s['model_overrides']}",
         f"teachers (random weights): BERT {teachers.get('bert')}; GPT2 {teachers.get('gpt2')}{vocab}; "
         f"teacher dtype {s['teacher_dtype']}, precision {s.get('precision', 'fp32')}, kt_weight {s['kt_weight']}",
-        f"batch: {b['utterances']} utterances, {min(b['seconds']):.1f}-{max(b['seconds']):.1f} s of espeak-ng "
-        f"speech, {min(b['words'])}-{max(b['words'])} words, {result['frames']} frames at most",
+        f"batch: {b['utterances']} utterances, {min(b['seconds']):.1f}-{max(b['seconds']):.1f} s of "
+        f"{b.get('audio', 'espeak-ng speech')}, {min(b['words'])}-{max(b['words'])} words, "
+        f"{result['frames']} frames at most",
         f"peak memory: {result['memory_measure']}",
     ]
     rows = []

@@ -35,17 +35,18 @@ class Workspace:
 def make_corpus(root: Path, batch: int, seed: int = 0) -> dict[str, Any]:
     """An espeak-ng corpus of ``batch`` utterances, each two synthesised sentences spoken one after the other.
 
-    Synthesises ``3·batch`` sentences (:func:`fairseq_kt.testing.synth.synthesize_corpus`), keeps the ``2·batch``
-    shortest and joins them in pairs of similar length, which gives utterances of about 4-5 s and 12-16 words.
+    Synthesises ``3·batch`` sentences (:func:`fairseq_kt.testing.synth.speech_or_noise_corpus`: noise where
+    espeak-ng is missing), keeps the ``2·batch`` shortest and joins them in pairs of similar length, which gives
+    utterances of about 4-5 s and 12-16 words.
     Writes ``root/data/train.{tsv,wrd,ltr}`` and ``dict.ltr.txt``; returns durations and word counts.
     """
     import numpy as np
     import soundfile as sf
 
-    from fairseq_kt.testing.synth import SAMPLE_RATE, letters, synthesize_corpus, write_dictionary
+    from fairseq_kt.testing.synth import SAMPLE_RATE, letters, speech_or_noise_corpus, write_dictionary
 
     speech = root / "speech"
-    synthesize_corpus(speech, {"train": 3 * batch}, seed=seed)
+    audio_kind = speech_or_noise_corpus(speech, {"train": 3 * batch}, seed=seed)
     lines = (speech / "train.tsv").read_text(encoding="utf-8").splitlines()
     audio_root = Path(lines[0])
     entries = [line.split("\t") for line in lines[1:]]
@@ -70,7 +71,13 @@ def make_corpus(root: Path, batch: int, seed: int = 0) -> dict[str, Any]:
     (data / "train.wrd").write_text("".join(wrd), encoding="utf-8")
     (data / "train.ltr").write_text("".join(ltr), encoding="utf-8")
     write_dictionary((line.strip() for line in ltr), data / "dict.ltr.txt")
-    return {"utterances": batch, "seconds": seconds, "words": counts, "transcripts": [w.strip() for w in wrd]}
+    return {
+        "utterances": batch,
+        "seconds": seconds,
+        "words": counts,
+        "transcripts": [w.strip() for w in wrd],
+        "audio": audio_kind,
+    }
 
 
 def write_teachers(root: Path, texts: list[str], settings: StepSettings) -> tuple[Path, Path, dict[str, Any]]:

@@ -37,7 +37,10 @@ __all__ = [
     "DEFAULT_VOICES",
     "SAMPLE_RATE",
     "letters",
+    "have_synthesis",
     "make_sentences",
+    "noise_corpus",
+    "speech_or_noise_corpus",
     "synthesize_corpus",
     "write_dictionary",
 ]
@@ -442,14 +445,57 @@ def synthesize_corpus(
         frames = list(pool.map(run, jobs))
 
     num_samples: dict[tuple[str, int], int] = {(job[0], job[1]): n for job, n in zip(jobs, frames)}
+    _write_layout(out, sentences, num_samples)
+    atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": True}, indent=2) + "\n")
+    return counts
+
+
+def _write_layout(out: Path, sentences: dict[str, list[str]], num_samples: dict[tuple[str, int], int]) -> None:
+    """Write ``{split}.tsv/.wrd/.ltr`` for ``out/wav/{split}_{i}.wav`` and ``dict.ltr.txt`` (of ``train``)."""
     for split, texts in sentences.items():
         tsv = [f"{out}\n"] + [f"wav/{split}_{i}.wav\t{num_samples[(split, i)]}\n" for i in range(len(texts))]
         words = [text.upper() for text in texts]
         atomic_write_text(out / f"{split}.tsv", "".join(tsv))
         atomic_write_text(out / f"{split}.wrd", "".join(f"{w}\n" for w in words))
         atomic_write_text(out / f"{split}.ltr", "".join(f"{letters(w)}\n" for w in words))
-
-    dict_split = "train" if "train" in splits else next(iter(splits))
+    dict_split = "train" if "train" in sentences else next(iter(sentences))
     write_dictionary((letters(text) for text in sentences[dict_split]), out / "dict.ltr.txt")
-    atomic_write_text(stamp_path, json.dumps({"arguments": arguments, "complete": True}, indent=2) + "\n")
-    return counts
+
+
+def noise_corpus(
+    out_dir: str | os.PathLike, splits: dict[str, int], seed: int = 0, seconds_per_word: float = 0.4
+) -> dict[str, int]:
+    """The layout and sentences of :func:`synthesize_corpus`, with Gaussian noise instead of speech.
+
+    For machines without espeak-ng and sox (e.g. an offline GPU node) and checks where what the model learns does
+    not matter (device, precision, finiteness). Utterance length is ``seconds_per_word`` per word.
+    """
+    import numpy as np
+
+    _validate_arguments(splits, DEFAULT_VOICES, DEFAULT_SPEEDS, 1)
+    out = Path(out_dir).resolve()
+    (out / "wav").mkdir(parents=True, exist_ok=True)
+    sentences = _split_sentences(splits, seed, True)
+    rng = np.random.default_rng(seed)
+    num_samples: dict[tuple[str, int], int] = {}
+    for split, texts in sentences.items():
+        for i, text in enumerate(texts):
+            audio = 0.1 * rng.standard_normal(int(SAMPLE_RATE * seconds_per_word * len(text.split())))
+            sf.write(out / "wav" / f"{split}_{i}.wav", audio.astype("float32"), SAMPLE_RATE, subtype="PCM_16")
+            num_samples[(split, i)] = len(audio)
+    _write_layout(out, sentences, num_samples)
+    return {split: len(texts) for split, texts in sentences.items()}
+
+
+def have_synthesis() -> bool:
+    """Whether espeak-ng and sox are on PATH (what :func:`synthesize_corpus` needs)."""
+    return shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
+
+
+def speech_or_noise_corpus(out_dir: str | os.PathLike, splits: dict[str, int], seed: int = 0) -> str:
+    """:func:`synthesize_corpus` where espeak-ng and sox exist, else :func:`noise_corpus`; returns which ran."""
+    if have_synthesis():
+        synthesize_corpus(out_dir, splits, seed=seed)
+        return "espeak-ng speech"
+    noise_corpus(out_dir, splits, seed=seed)
+    return "noise (espeak-ng or sox missing)"
