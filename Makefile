@@ -15,7 +15,7 @@ PY           := $(VENV)/bin/python
 PIP          := $(PY) -m pip
 STAMP        := $(VENV)/.fairseq_kt_setup
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint bench gpu-wheels gpu-check clean-venv
 
 setup: $(STAMP)
 
@@ -56,6 +56,15 @@ lint: setup
 
 bench: setup
 	$(VENV)/bin/fairseq-kt-bench $(BENCH_ARGS)
+
+# GPU check on an offline GPU machine: make gpu-wheels (with network) into wheels/, bring the checkout and wheels/
+# along, then make gpu-check GPU_OUT=DIR there (PYTHON: that machine's Python 3.12 with CUDA torch)
+GPU_OUT ?= gpu_check_out
+gpu-wheels:
+	scripts/gpu_wheels.sh wheels
+
+gpu-check:
+	PYTHON=$(PYTHON) scripts/gpu_check.sh $(GPU_OUT) wheels
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,40 @@ def test_console_scripts_print_no_import_noise(name: str) -> None:
     assert proc.stdout.startswith("usage: " + name), proc.stdout[:500]
     lines = (proc.stdout + proc.stderr).splitlines()
     assert not [line for line in lines if "tensorboardX" in line or line.startswith(("INFO:", "DEBUG:"))], lines[:5]
+
+
+SCRIPTS = ROOT / "scripts"
+
+
+@pytest.mark.parametrize("name", ["gpu_check.sh", "gpu_wheels.sh"])
+def test_gpu_scripts_parse(name: str) -> None:
+    proc = subprocess.run(["bash", "-n", str(SCRIPTS / name)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_check_is_consistent_with_the_project() -> None:
+    import tomllib
+
+    script = (SCRIPTS / "gpu_check.sh").read_text()
+    wheels = (SCRIPTS / "gpu_wheels.sh").read_text()
+    markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(m.startswith("gpu:") for m in markers)  # pytest -m gpu selects a registered marker
+    assert "pytest -q -rs -m gpu tests/test_gpu.py" in script and (ROOT / "tests" / "test_gpu.py").is_file()
+    assert "pip install --quiet --no-index --no-deps" in script
+    assert "fairseq_kt.cli.bench --device cuda" in script
+    # the wheel folder brings the fairseq that setup.py's extra pins
+    pin = re.search(r'"fairseq": \["(ve-fairseq==[\d.]+)"\]', (ROOT / "setup.py").read_text()).group(1)
+    assert f'"{pin}"' in wheels and "--python-version 3.12" in wheels
+
+
+def test_gpu_tests_are_collected_and_marked() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-m", "gpu", "tests/test_gpu.py"],
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert re.search(r"(\d+) tests? collected", proc.stdout) and "test_hydra_train_in_mixed_precision" in proc.stdout
