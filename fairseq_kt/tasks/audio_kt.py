@@ -53,7 +53,8 @@ class AudioKtConfig(AudioFinetuningConfig):
         default="warn",
         metadata={
             "help": "CTC label symbols missing from dict.{labels}.txt: 'warn' logs how many and where "
-            "(fairseq maps them to <unk>), 'error' stops"
+            "(fairseq maps them to <unk>, which CTC then learns as one symbol), 'error' stops with the file, "
+            "the symbols and their first lines"
         },
     )
     lm_max_tokens: int = field(
