@@ -307,7 +307,7 @@ def record_then_train(self, samples, *args, **kwargs):
 
 
 def dump_then_save(cfg, trainer, epoch_itr, val_loss):
-    from fairseq_kt import teachers
+    from fairseq_kt.teacher import model as teachers
 
     state = {"updates": trainer.get_num_updates(), "model": trainer.get_model().state_dict(),
              "criterion": trainer.get_criterion().state_dict(), "teacher_loads": teachers.LOAD_COUNT, "ids": seen}
