@@ -56,10 +56,9 @@ def w2v(tmp_path_factory, corpus):
 def _overrides(corpus: Path, w2v: str, lm: str, save_dir: Path, changes: dict | None = None) -> list[str]:
     """demo_rl_cif on the tiny corpus (about 7 batches per epoch): 8 updates, a mid-epoch checkpoint every 4.
 
-    wav2vec2's time and channel masks are off: fairseq draws them from ``np.random.default_rng()`` without a seed
-    (``fairseq/data/data_utils.py``, ``compute_mask_indices``), so with masking on even two uninterrupted runs differ
-    (see ``test_wav2vec2_masks_follow_the_per_update_seed``). Dropout stays on: fairseq reseeds torch every update.
-    ``changes`` replaces or adds values.
+    Time masks, layerdrop and dropout are on: stock fairseq draws masks from ``np.random.default_rng()`` without a
+    seed, so two runs would differ; the task's patches draw the seed from torch, which fairseq reseeds every update
+    (see ``test_wav2vec2_masks_follow_the_per_update_seed``). ``changes`` replaces or adds values.
     """
     values = {
         "common.user_dir": USER_DIR,
