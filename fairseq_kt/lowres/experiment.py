@@ -1,0 +1,222 @@
+"""The low-resource experiment in the paper's regime: a self-supervised pretrained wav2vec2 fine-tuned on minutes
+of labelled speech, baseline CTC vs each KT method, paired by seed, scored on held-out sentences.
+
+:func:`prepare` builds (or reuses) everything the runs share: the sentence pools (:mod:`.text`), their speech
+(:mod:`.corpus`), the pretrained encoder (:mod:`.pretrain`) and its random-weight control, the fine-tuning sets and
+the causal teacher. :func:`run_grid` trains and scores every run not yet finished (a record per run: a stopped
+experiment resumes run by run). :func:`report` writes the table, the paired statistics and the plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairseq_kt.io import atomic_write_json, atomic_write_text
+from fairseq_kt.lowres import corpus, pretrain, text
+from fairseq_kt.lowres.homophones import homophone_score, read_id_text
+from fairseq_kt.lowres.runs import MINILM, RunSpec, evaluate, read_log, train
+
+__all__ = ["Cell", "Setting", "prepare", "run_grid"]
+
+POOL_SIZES = {"test": 500, "valid": 150, "finetune": 1500, "pretrain": 6000}
+"""Sentences per pool (the rest of WordNet's ~41k usage examples train the causal teacher)."""
+SUBSETS = {"10min": 600.0, "1h": 3600.0}
+"""Labelled subsets: seconds of speech (the first utterances of the labelled pool reaching it)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Paths shared by every run."""
+
+    work: Path
+    data: dict[str, Path]
+    w2v: Path
+    w2v_random: Path
+    gpt2: Path
+
+
+def _subset_size(sizes: Sequence[int], seconds: float, sample_rate: int = 16000) -> int:
+    total = 0
+    for i, n in enumerate(sizes):
+        total += n
+        if total >= seconds * sample_rate:
+            return i + 1
+    return len(sizes)
+
+
+def prepare(work: Path, pretrain_updates: int = 3000, pretrained: Path | None = None) -> Setting:
+    """Build or reuse the shared pieces under ``work``; ``pretrained`` skips pretraining with a given checkpoint."""
+    work.mkdir(parents=True, exist_ok=True)
+    pools = text.split_pools(text.load_sentences(), seed=0, **POOL_SIZES)
+    print(f"[prepare] speech for {sum(POOL_SIZES.values())} sentences (WordNet usage examples)", flush=True)
+    sizes = corpus.synthesize_pools(work, pools)
+    data = {}
+    for name, seconds in SUBSETS.items():
+        n = _subset_size(sizes["finetune"], seconds)
+        data[name] = corpus.write_finetune_set(work, name, pools, sizes, n)
+    if pretrained is None:
+        last = pretrain.pretrain(work / "pretrain", work / "pretrain_ckpt", pretrain_updates)
+        pretrained = work / "w2v_pretrained.pt"
+        if not pretrained.is_file() or pretrained.stat().st_mtime < last.stat().st_mtime:
+            pretrain.slim_checkpoint(last, pretrained)
+    w2v_random = work / "w2v_random.pt"
+    if not w2v_random.is_file():
+        pretrain.random_counterpart(pretrained, w2v_random)
+    gpt2 = work / "gpt2_wordnet"
+    if not (gpt2 / "config.json").is_file():
+        from fairseq_kt.testing.tiny_lm import write_tiny_gpt2
+
+        print(f"[prepare] training a small GPT2 on {len(pools.lm)} sentences (the cl teacher)", flush=True)
+        write_tiny_gpt2(gpt2, pools.lm, vocab_size=2000, hidden_size=128, layers=2, heads=2, train_steps=3000)
+    (work / "lm.txt").write_text("".join(f"{s}\n" for s in pools.lm), encoding="utf-8")
+    return Setting(work=work, data=data, w2v=pretrained, w2v_random=w2v_random, gpt2=gpt2)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One group of seed-paired runs: a subset, an initialisation, a method and λ."""
+
+    subset: str
+    method: str
+    kt_weight: float
+    seeds: tuple[int, ...]
+    init: str = "pretrained"
+    max_update: int = 300
+
+
+def _teacher(setting: Setting, method: str) -> str | None:
+    return {"baseline": None, "cl": str(setting.gpt2)}.get(method, MINILM)
+
+
+def run_dir(setting: Setting, cell: Cell, seed: int) -> Path:
+    """``WORK/runs/<subset>_<init>/<method>_l<λ>_s<seed>``."""
+    lam = "0" if cell.method == "baseline" else f"{cell.kt_weight:g}"
+    return setting.work / "runs" / f"{cell.subset}_{cell.init}" / f"{cell.method}_l{lam}_s{seed}"
+
+
+def run_one(setting: Setting, cell: Cell, seed: int) -> dict:
+    """Train (or reuse) and score one run; return its row."""
+    w2v = setting.w2v if cell.init == "pretrained" else setting.w2v_random
+    spec = RunSpec(
+        method=cell.method,
+        seed=seed,
+        data=str(setting.data[cell.subset]),
+        w2v=str(w2v),
+        max_update=cell.max_update,
+        lm_path=_teacher(setting, cell.method),
+        kt_weight=cell.kt_weight,
+    )
+    folder = run_dir(setting, cell, seed)
+    record = train(spec, folder)
+    result = evaluate(record["checkpoint"], str(setting.data[cell.subset]), "test")
+    refs, hyps = read_id_text(result["ref_file"]), read_id_text(result["hypo_file"])
+    homo = homophone_score((refs[k], hyps.get(k, "")) for k in refs)
+    valid = read_log(folder / "train.log")
+    last = valid[-1] if valid else {}
+    return {
+        "subset": cell.subset,
+        "init": cell.init,
+        "method": cell.method,
+        "kt_weight": 0.0 if cell.method == "baseline" else cell.kt_weight,
+        "seed": seed,
+        "wer": round(result["wer"], 3),
+        "cer": round(result["cer"], 3),
+        "homophone_acc": round(homo.accuracy, 3),
+        "homophone_confused": round(homo.confusion_rate, 3),
+        "homophone_total": homo.total,
+        "utterances": result["num_utterances"],
+        "updates": cell.max_update,
+        "train_seconds": record["train_seconds"],
+        "valid_wer": last.get("wer"),
+        "valid_kt_cosine": last.get("kt_cosine"),
+        "valid_kt_accuracy": last.get("kt_accuracy"),
+        "valid_loss_quantity": last.get("loss_quantity"),
+    }
+
+
+def run_grid(setting: Setting, cells: Iterable[Cell]) -> list[dict]:
+    """Run every (cell, seed) not yet finished, seed by seed across cells (a stopped experiment leaves complete
+    pairs); each finished run leaves ``row.json`` in its folder. Returns the rows of these cells."""
+    cells = list(cells)
+    jobs = sorted(((c, s) for c in cells for s in c.seeds), key=lambda job: (job[1], cells.index(job[0])))
+    rows = []
+    for i, (cell, seed) in enumerate(jobs, 1):
+        done = run_dir(setting, cell, seed) / "row.json"
+        label = f"{cell.subset}/{cell.init}/{cell.method}/λ={cell.kt_weight:g}/seed {seed}"
+        if done.is_file():
+            rows.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        print(f"[run {i}/{len(jobs)}] {label}", flush=True)
+        row = run_one(setting, cell, seed)
+        atomic_write_json(done, row)
+        print(f"    WER {row['wer']:.2f}  CER {row['cer']:.2f}  homophones {row['homophone_acc']:.1f}%  "
+              f"{row['train_seconds']:.0f} s", flush=True)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def collect_rows(setting: Setting) -> list[dict]:
+    """Rows of every finished run under ``WORK/runs``, ordered by subset, initialisation, method, λ, seed."""
+    rows = [json.loads(p.read_text(encoding="utf-8")) for p in (setting.work / "runs").glob("*/*/row.json")]
+    order = {"baseline": 0, "rl_cif": 1, "rl_attention": 2, "cl": 3}
+    return sorted(rows, key=lambda r: (r["subset"], r["init"] != "pretrained", order[r["method"]], r["kt_weight"],
+                                       r["seed"]))  # fmt: skip
+
+
+def write_report(setting: Setting, out: Path, command: str) -> None:
+    """``out/results.md`` (table, paired statistics, the command), ``out/runs.csv``, ``out/results.png`` and
+    ``out/curves.png`` (validation curves of seed 1 of each method, 10-minute subset)."""
+    from fairseq_kt.lowres import report
+
+    rows = collect_rows(setting)
+    if not rows:
+        print("[report] no finished run yet", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "runs.csv", rows)
+    table = report.markdown_table(rows)
+    atomic_write_text(out / "results.md", f"Command: `{command}`\n\n{table}\n")
+    report.plot_results(rows, out / "results.png")
+    curves = {}
+    for method in ("baseline", "rl_cif", "rl_attention", "cl"):
+        folder = run_dir(setting, Cell("10min", method, 0.3, (1,)), 1)
+        if (folder / "train.log").is_file():
+            curves[method] = folder
+    if curves:
+        report.plot_curves(curves, out / "curves.png")
+    print(table, flush=True)
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Rows as CSV (atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of :func:`write_csv`, numbers parsed."""
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            parsed = {}
+            for k, v in row.items():
+                try:
+                    parsed[k] = int(v) if k in ("seed", "updates", "utterances", "homophone_total") else float(v)
+                except ValueError:
+                    parsed[k] = v if v != "" else None
+            out.append(parsed)
+    return out
+
+
+def setting_json(setting: Setting) -> str:
+    """The setting as JSON (paths as strings)."""
+    return json.dumps({k: str(v) if isinstance(v, Path) else {n: str(p) for n, p in v.items()}
+                       for k, v in setting.__dict__.items()}, indent=2)  # fmt: skip
