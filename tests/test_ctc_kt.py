@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -164,3 +165,113 @@ def test_teacher_cache_gives_the_same_loss(corpus, w2v, tiny_bert, tiny_gpt2, tm
     b, _, log_b = cached(model, sample)
     assert math.isclose(log_a["loss_kt"], log_b["loss_kt"], rel_tol=1e-4)
     torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+
+
+# -- head-count key, validation count error, silent KT, metrics ----------------------------------------------------
+
+
+def test_deprecated_kt_heads_key_still_works_and_warns(corpus, w2v, tiny_bert, caplog):
+    with caplog.at_level(logging.WARNING, logger="fairseq_kt.criterions.ctc_kt"):
+        _, _, _, crit = build(corpus, w2v, tiny_bert, kt_method="rl_attention", kt_heads=2)
+    assert crit.kt_head.attention.attention.num_heads == 2
+    assert "criterion.kt_heads is deprecated" in caplog.text and "kt_attention_heads=2" in caplog.text
+    _, _, _, crit = build(corpus, w2v, tiny_bert, kt_method="rl_attention", kt_attention_heads=8)
+    assert crit.kt_head.attention.attention.num_heads == 8
+    with pytest.raises(ValueError, match=r"criterion.kt_heads=2 \(deprecated\) and criterion.kt_attention_heads=8"):
+        build(corpus, w2v, tiny_bert, kt_method="rl_attention", kt_heads=2, kt_attention_heads=8)
+
+
+def test_a_stored_criterion_config_with_the_old_key_builds(corpus, w2v, tiny_bert, caplog):
+    """A criterion section as older checkpoints store it (resolved, kt_heads, no kt_attention_heads)."""
+    _, task, _, _ = build(corpus, w2v, tiny_bert, kt_method="none")
+    stored = {
+        **{"_name": "ctc_kt", "zero_infinity": True, "sentence_avg": True, "post_process": "letter"},
+        **{"wer_kenlm_model": None, "wer_lexicon": None, "wer_lm_weight": 2.0, "wer_word_score": -1.0},
+        **{"wer_args": None, "kt_method": "rl_attention", "kt_weight": 0.3, "lm_path": tiny_bert},
+        **{"quantity_weight": 1.0, "cif_threshold": 1.0, "cif_tail_threshold": 0.5, "cif_kernel_size": 3},
+        **{"kt_heads": 2, "kt_dropout": 0.1, "kt_positions": "sinusoidal", "kt_max_positions": 512},
+        **{"cl_tie_embeddings": True, "teacher_dtype": "float32", "teacher_cache": None, "encoder_dim": 0},
+    }
+    with caplog.at_level(logging.WARNING, logger="fairseq_kt.criterions.ctc_kt"):
+        crit = task.build_criterion(OmegaConf.create(stored))
+    assert crit.kt_head.attention.attention.num_heads == 2 and "deprecated" in caplog.text
+    assert crit.silence.interval == 100  # no common.log_interval to follow without a root config
+
+
+def test_validation_logs_cif_count_error(corpus, w2v, tiny_bert):
+    from fairseq.logging import metrics
+
+    from fairseq_kt.criterions.ctc_kt import CtcKtCriterion
+
+    _, task, model, crit = build(corpus, w2v, tiny_bert, kt_method="rl_cif")
+    sample = first_batch(task)
+    model.eval()
+    _, _, train_log = crit.train()(model, sample)
+    assert "kt_count_error_sum" not in train_log
+    _, _, log = crit.eval()(model, sample)
+    alpha = crit.kt_head.aligner.predictor(*_states(model, sample))
+    from fairseq_kt.modules.cif import inference_lengths
+
+    fired = inference_lengths(alpha.sum(1), 1.0, 0.5)
+    assert log["kt_count_error_sum"] == int((fired - sample["lm_lengths"]).abs().sum())
+    with metrics.aggregate(new_root=True) as agg:
+        CtcKtCriterion.reduce_metrics([log])
+    assert agg.get_smoothed_values()["kt_count_error"] == pytest.approx(log["kt_count_error_sum"] / 4, abs=1e-3)
+
+
+def _states(model, sample):
+    with capture_encoder_states(model) as cap:
+        model(**sample["net_input"])
+    return cap["states"].transpose(0, 1), cap.get("padding_mask")
+
+
+def _silent(sample: dict) -> dict:
+    return dict(sample, lm_lengths=torch.zeros_like(sample["lm_lengths"]))
+
+
+def test_silent_kt_warns_once_per_interval_in_training_and_validation(corpus, w2v, tiny_bert, caplog):
+    _, task, model, crit = build(corpus, w2v, tiny_bert, kt_method="rl_cif", log_interval=2)
+    sample = first_batch(task)
+    model.eval()
+    with caplog.at_level(logging.WARNING, logger="fairseq_kt.criterions.ctc_kt"):
+        crit.train()
+        crit(model, _silent(sample))
+        crit(model, sample)  # a scored batch restarts the count
+        crit(model, _silent(sample))
+        assert "no LM token was scored" not in caplog.text
+        crit(model, _silent(sample))
+        assert caplog.text.count("no LM token was scored") == 1
+        ids = sorted(sample["id"].tolist())
+        assert "during training" in caplog.text and f"batch ids {ids + ids}" in caplog.text
+        for _ in range(3):
+            crit(model, _silent(sample))
+        assert caplog.text.count("no LM token was scored") == 1  # once
+        crit.eval()
+        crit(model, _silent(sample))  # a validation pass of one batch that scored nothing
+        crit.train()
+        crit(model, sample)
+    assert caplog.text.count("no LM token was scored") == 2
+    assert "in the whole validation pass during validation" in caplog.text
+
+
+@pytest.mark.parametrize("key, stat", [("kt_cosine", "kt_cosine_sum"), ("kt_accuracy", "kt_correct")])
+def test_per_token_metrics_are_absent_when_nothing_was_scored(key, stat):
+    from fairseq.logging import metrics
+
+    from fairseq_kt.criterions.ctc_kt import CtcKtCriterion
+
+    def log(count: int, nonfinite: int = 0) -> dict:
+        return {"loss": 1.0, "ntokens": 5, "nsentences": 2, "sample_size": 2, "loss_ctc": 1.0, "loss_kt": 0.0,
+                "loss_quantity": 0.0, "kt_count": count, stat: 0.5 * count, "kt_nonfinite": nonfinite}  # fmt: skip
+
+    with metrics.aggregate(new_root=True) as agg:
+        CtcKtCriterion.reduce_metrics([log(0, nonfinite=1)])
+        values = agg.get_smoothed_values()
+        assert key not in values and values["kt_nonfinite"] == 1
+        CtcKtCriterion.reduce_metrics([log(4)])
+        assert agg.get_smoothed_values()[key] == pytest.approx(0.5 * (100 if key == "kt_accuracy" else 1))
+        agg.reset()  # a new logging interval (fairseq resets train_inner's meters but keeps them)
+        CtcKtCriterion.reduce_metrics([log(0)])
+        values = agg.get_smoothed_values()
+        assert key not in values and "kt_nonfinite" not in values
+        assert all(v is not None and v == v for v in values.values())  # neither None nor nan

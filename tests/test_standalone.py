@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import subprocess
 import sys
@@ -361,3 +362,101 @@ def test_example_script_runs():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step 2: loss=" in proc.stdout and "kt_loss=" in proc.stdout and "quantity_loss=" in proc.stdout
+
+
+# The seed's own config.yaml as its repository ships it (``quantity_loss: True`` is a switch there, ``threshold:
+# 0.99``); only the LM names are replaced by local tiny LMs. The excerpt of the seed's file available here ends at
+# ``name: representation``; the rest follows the same layout.
+SEED_OWN_CONFIG = """
+# mechanism (KT-RL-CIF)
+# https://arxiv.org/pdf/1905.11235.pdf
+# https://github.com/MingLunHan/CIF-PyTorch
+cif: &cif   
+  name: cif            # for defining corresponding class
+  threshold: 0.99      # beta in paper about CIF
+  quantity_loss: True  # see paper about CIF
+
+# mechanism (KT-RL-ATT)
+attention: &attention  # for defining corresponding class
+  name: attention
+  nheads: 4
+  dropout: 0.1
+  bias: True
+
+# LM
+bert: &bert
+  name: bert
+  model: sberbank-ai/ruBert-base
+  tokenizer: sberbank-ai/ruBert-base
+
+# LM
+gpt2: &gpt2
+  name: gpt2
+  model: sberbank-ai/rugpt2large
+  tokenizer: sberbank-ai/rugpt2large
+
+
+# Learning method (KT-RL)
+representation: &representation
+  name: representation
+  encoder_dim: 768
+  mechanism: *cif
+  lm: *bert
+
+# Learning method (KT-CL)
+classification: &classification
+  name: classification
+  encoder_dim: 768
+  nheads: 4
+  dropout: 0.1
+  bias: True
+  lm: *gpt2
+
+learning: *representation
+"""  # noqa: W291  (the seed's trailing space after "&cif")
+
+
+def test_the_seeds_own_config_loads(tiny_bert, tiny_gpt2, tmp_path, monkeypatch, caplog):
+    text = SEED_OWN_CONFIG.replace("sberbank-ai/ruBert-base", tiny_bert).replace("sberbank-ai/rugpt2large", tiny_gpt2)
+    (tmp_path / "config.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        module = from_yaml("config.yaml")
+    assert module.method == "rl_cif" and module.quantity_weight == 1.0
+    assert module.settings.head.cif_threshold == 0.99 and "negative starting weight" not in caplog.text
+    losses = module(torch.rand(3, 10, 768, requires_grad=True), torch.ones(3, 10, dtype=torch.bool),
+                    ["the dog", "a cat saw a bird", "the ball"])  # fmt: skip
+    assert all(torch.isfinite(losses[k]) for k in module.loss_keys)
+
+
+@pytest.mark.parametrize("value, mu", [(True, 1.0), (False, 0.0), (0, 0.0), (2, 2.0), (0.5, 0.5)])
+def test_quantity_loss_is_a_switch_or_a_weight(tiny_bert, tiny_gpt2, value, mu):
+    cfg = config(tiny_bert, tiny_gpt2, "rl_cif", dim=16)
+    cfg["cif"]["quantity_loss"] = value
+    settings = parse_config(cfg)
+    assert settings.head.quantity_weight == mu and isinstance(settings.head.quantity_weight, float)
+    module = from_yaml(cfg)
+    assert module.quantity_weight == mu
+    out = module(torch.randn(2, 8, 16), None, ["the dog", "a cat"])
+    total = module.total_loss(torch.tensor(1.0), out, kt_weight=0.5)
+    torch.testing.assert_close(total, 0.5 + 0.5 * out["kt_loss"] + mu * out["quantity_loss"])
+
+
+@pytest.mark.parametrize("value", ["yes", -1, None])
+def test_quantity_loss_errors(tiny_bert, tiny_gpt2, value):
+    cfg = config(tiny_bert, tiny_gpt2, "rl_cif", dim=16)
+    cfg["cif"]["quantity_loss"] = value
+    with pytest.raises(ValueError, match=r"config key cif.quantity_loss must be .*a number >= 0"):
+        parse_config(cfg)
+
+
+def test_low_cif_threshold_warns_naming_the_yaml_key(tiny_bert, tiny_gpt2, caplog, monkeypatch):
+    from fairseq_kt.modules import heads
+
+    monkeypatch.setattr(heads, "_WARNED", set())
+    cfg = config(tiny_bert, tiny_gpt2, "rl_cif", dim=16)
+    cfg["cif"]["threshold"] = 0.6
+    with caplog.at_level(logging.WARNING, logger="fairseq_kt.modules.heads"):
+        parse_config(cfg)
+        parse_config(cfg)
+    assert caplog.text.count("cif.threshold=0.6 is below 0.9") == 1

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fairseq import utils
 from fairseq.criterions import register_criterion
@@ -26,6 +26,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from fairseq.logging.meters import MetersDict, safe_round
 from omegaconf import II
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from fairseq_kt.modules.heads import KtHeadConfig, KtLosses
@@ -292,7 +293,7 @@ class CtcKtCriterion(CtcCriterion):
             )
         )
         self.kt_head = self.objective.build_head(head_cfg)
-        self.silence = SilenceWatch(cfg.log_interval)
+        self.silence = SilenceWatch(_log_interval(cfg))
         logger.info(
             "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
             self.kt_method,
@@ -373,6 +374,7 @@ class CtcKtCriterion(CtcCriterion):
         metrics.log_scalar("_kt_count", total("kt_count"))
         if total("kt_nonfinite") > 0:
             metrics.log_scalar("kt_nonfinite", total("kt_nonfinite"), round=0)
+        _prune("kt_nonfinite", lambda agg: agg["kt_nonfinite"].count == 0)  # absent, not None, in a clean interval
         if any("kt_count_error_sum" in log for log in logging_outputs):  # CIF, validation: mean |fired - N|
             sentences = total("nsentences")
             metrics.log_scalar("kt_count_error", total("kt_count_error_sum") / max(sentences, 1), sentences, round=3)
@@ -415,16 +417,30 @@ def _check_task(cfg: CtcKtCriterionConfig, task: Any, method: str) -> int:
     return int(encoder_dim)
 
 
+def _log_interval(cfg: CtcKtCriterionConfig, default: int = 100) -> int:
+    """``criterion.log_interval`` (``common.log_interval``), or ``default`` where a config has no root to resolve it
+    against (a criterion section on its own, e.g. from an older checkpoint)."""
+    try:
+        return int(cfg.log_interval)
+    except (OmegaConfBaseException, TypeError, ValueError):
+        return default
+
+
 def _log_per_token(key: str, numerator: str, scale: float, digits: int) -> None:
     """Log ``key = scale · numerator / _kt_count`` in every active aggregator that scored an LM token, and keep it
     out of those that scored none (absent, rather than ``nan``, in that interval's or validation's log line)."""
     metrics.log_derived(key, lambda m: safe_round(m[numerator].sum * scale / max(m["_kt_count"].sum, 1), digits))
+    _prune(key, lambda agg: agg["_kt_count"].sum <= 0)
+
+
+def _prune(key: str, empty: Callable[[MetersDict], bool]) -> None:
+    """Remove the meter ``key`` from every active aggregator for which ``empty(aggregator)`` holds.
+
+    Called on every batch, so at the end of a logging interval (whose meters fairseq resets but keeps) or of a
+    validation pass the meter exists exactly where it has something to say. fairseq's ``MetersDict`` has no removal
+    and keeps a priority list beside the dict, so both are updated.
+    """
     for agg in metrics.get_active_aggregators():
-        if key in agg and agg["_kt_count"].sum <= 0:
-            _drop_meter(agg, key)
-
-
-def _drop_meter(meters: MetersDict, key: str) -> None:
-    """Remove a meter; fairseq's MetersDict has no removal, and it keeps a priority list beside the dict."""
-    del meters[key]
-    meters.priorities[:] = [entry for entry in meters.priorities if entry[2] != key]
+        if key in agg and empty(agg):
+            del agg[key]
+            agg.priorities[:] = [entry for entry in agg.priorities if entry[2] != key]
