@@ -50,7 +50,7 @@ import difflib
 import functools
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
@@ -115,6 +115,15 @@ def _suggest(key: str, allowed: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _reject_unknown(where: str, keys: Iterable[Any], allowed: Sequence[str]) -> None:
+    """Raises ValueError naming ``where``, the first key not in ``allowed`` (with a suggestion) and the allowed keys."""
+    for key in keys:
+        if key not in allowed:
+            raise ValueError(
+                f"{where}: unknown key {key!r}{_suggest(str(key), allowed)}; allowed keys: {', '.join(allowed)}"
+            )
+
+
 def _kind(field_name: str) -> str:
     """How a value of a :class:`KtHeadConfig` field is described in an error."""
     if field_name == "quantity_weight":
@@ -152,12 +161,7 @@ def _check_section(label: str, kind: str, section: Any) -> dict[str, Any]:
     allowed = sorted(keys)
     if not isinstance(section, Mapping):
         raise ValueError(f"config section {label!r} must be a mapping with keys {allowed}, got {section!r}")
-    for key in section:
-        if key not in keys:
-            raise ValueError(
-                f"config section {label!r}: unknown key {key!r}{_suggest(str(key), allowed)}; "
-                f"allowed keys: {', '.join(allowed)}"
-            )
+    _reject_unknown(f"config section {label!r}", section, allowed)
     missing = [k for k in ("name", *_REQUIRED.get("lm" if lm else kind, ())) if k not in section]
     if missing:
         raise ValueError(f"config section {label!r}: missing required key(s) {', '.join(repr(k) for k in missing)}")
@@ -211,12 +215,7 @@ def _check_top_level(config: Any) -> None:
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"the KT config must be a mapping of sections, got {type(config).__name__}")
-    for key in config:
-        if key not in _TOP_LEVEL:
-            raise ValueError(
-                f"config (top level): unknown key {key!r}{_suggest(str(key), _TOP_LEVEL)}; "
-                f"allowed keys: {', '.join(_TOP_LEVEL)}"
-            )
+    _reject_unknown("config (top level)", config, _TOP_LEVEL)
     if "learning" not in config:
         raise ValueError(
             f"config (top level): missing required key 'learning' (which learning section to use: {list(_LEARNINGS)})"

@@ -57,8 +57,7 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     lm_path: Optional[str] = field(
         default=None,
         metadata={
-            "help": "teacher LM: local directory, Hugging Face hub name, or package:MODULE/SUBDIR; the task "
-            "tokenizes transcripts with its tokenizer"
+            "help": "teacher LM (local directory, hub name or package:MODULE/SUBDIR); the task tokenizes with it"
         },
     )
     quantity_weight: float = field(
@@ -88,15 +87,11 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
         },
     )
     teacher_dtype: TEACHER_DTYPE_CHOICES = field(  # type: ignore[valid-type]
-        default="float32",
-        metadata={"help": "dtype the frozen teacher runs in; the trainer never casts it (fp16/bf16 training)"},
+        default="float32", metadata={"help": "dtype the frozen teacher runs in (fp16/bf16 training never casts it)"}
     )
     teacher_cache: Optional[str] = field(
         default=None,
-        metadata={
-            "help": "directory of teacher states precomputed by fairseq-kt-cache-teacher (cache every subset "
-            "that is trained or validated on); the teacher LM then never runs"
-        },
+        metadata={"help": "states from fairseq-kt-cache-teacher (of every trained and validated subset): no LM runs"},
     )
     encoder_dim: int = field(
         default=0,

@@ -215,12 +215,9 @@ class RlCifHead(nn.Module):
 
     def __init__(self, cfg: KtHeadConfig) -> None:
         super().__init__()
+        # positional: (encoder_dim, threshold, kernel_size, dropout, tail_threshold)
         self.aligner = CifAligner(
-            cfg.encoder_dim,
-            threshold=cfg.cif_threshold,
-            kernel_size=cfg.cif_kernel_size,
-            dropout=cfg.dropout,
-            tail_threshold=cfg.cif_tail_threshold,
+            cfg.encoder_dim, cfg.cif_threshold, cfg.cif_kernel_size, cfg.dropout, cfg.cif_tail_threshold
         )
         self.proj = nn.Linear(cfg.encoder_dim, cfg.lm_dim)
 
@@ -239,13 +236,9 @@ class RlAttentionHead(nn.Module):
 
     def __init__(self, cfg: KtHeadConfig) -> None:
         super().__init__()
+        # positional: (encoder_dim, num_heads, dropout, bias, positions, max_positions)
         self.attention = PositionalAttention(
-            cfg.encoder_dim,
-            num_heads=cfg.num_heads,
-            dropout=cfg.dropout,
-            bias=cfg.bias,
-            positions=cfg.positions,
-            max_positions=cfg.max_positions,
+            cfg.encoder_dim, cfg.num_heads, cfg.dropout, cfg.bias, cfg.positions, cfg.max_positions
         )
         self.proj = nn.Linear(cfg.encoder_dim, cfg.lm_dim)
 
