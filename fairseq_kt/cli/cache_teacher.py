@@ -9,7 +9,7 @@ Usage::
 Transcripts are tokenized exactly as the ``audio_kt`` task tokenizes them (so pass the task's ``text_labels``,
 ``lm_text_case`` and ``lm_max_tokens``); training with ``criterion.teacher_cache=OUT`` then reads the states instead
 of running the teacher. Several subsets share one cache directory. Re-running on unchanged inputs does nothing;
-a changed transcript file rebuilds that subset. See :mod:`fairseq_kt.teacher_cache` for the file format.
+a changed transcript file rebuilds that subset. See :mod:`fairseq_kt.teacher.cache` for the file format.
 
 Exit status: 0 on success, 1 when an output cannot be written, 2 on usage or input errors (one line on stderr).
 """
@@ -101,8 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: data directory {args.data} does not exist", file=sys.stderr)
         return 2
 
-    from fairseq_kt.teacher_cache import build_cache
-    from fairseq_kt.teachers import TeacherLoadError
+    from fairseq_kt.teacher.cache_build import build_cache
+    from fairseq_kt.teacher.model import TeacherLoadError
 
     out = args.out or os.path.join(args.data, "teacher_cache")
     summaries = []

@@ -10,6 +10,13 @@ The KT heads read the encoder states that the CTC projection reads (the input of
 post-LN base and pre-LN large wav2vec2 alike), captured by a forward hook during CTC's own forward pass. The
 teacher LM is frozen, loaded once per process and kept out of the criterion's state dict; only the KT heads are
 parameters (trained with the model, saved under the checkpoint's ``criterion`` key, dropped by export).
+
+This module only maps fairseq to the shared objective: the config to a :class:`~fairseq_kt.modules.heads.KtHeadConfig`
+(:func:`head_config`) and a :class:`~fairseq_kt.objective.TeacherConfig`, each batch to
+:meth:`~fairseq_kt.objective.KtObjective.losses`. A non-finite KT batch is zeroed with the head kept in the graph
+(:func:`~fairseq_kt.objective.keep_finite`, so ``pytorch_ddp`` still sees every head parameter). Logged: ``loss_ctc``,
+``loss_kt``, ``loss_quantity``, ``kt_cosine`` (RL) or ``kt_accuracy`` (CL) when a token was scored, ``kt_nonfinite``
+when it happened, and on validation with CIF ``kt_count_error`` (mean |tokens CIF's inference path fires - N|).
 """
 
 import contextlib
