@@ -26,6 +26,8 @@ __all__ = ["Cell", "Setting", "prepare", "run_grid"]
 POOL_SIZES = {"test": 500, "valid": 150, "finetune": 1500, "pretrain": 6000}
 """Sentences per pool (the rest of WordNet's ~41k usage examples train the causal teacher)."""
 SUBSETS = {"10min": 600.0, "1h": 3600.0}
+PRETRAIN_UPDATES = 1500
+"""Self-supervised updates of the shipped encoder (``configs/pretrain/espeak_small.yaml``)."""
 """Labelled subsets: seconds of speech (the first utterances of the labelled pool reaching it)."""
 
 
@@ -49,21 +51,34 @@ def _subset_size(sizes: Sequence[int], seconds: float, sample_rate: int = 16000)
     return len(sizes)
 
 
-def prepare(work: Path, pretrain_updates: int = 3000, pretrained: Path | None = None) -> Setting:
-    """Build or reuse the shared pieces under ``work``; ``pretrained`` skips pretraining with a given checkpoint."""
+def build_audio(work: Path) -> tuple[text.Pools, dict[str, list[int]]]:
+    """The sentence pools and their speech under ``work`` (reused when present)."""
     work.mkdir(parents=True, exist_ok=True)
     pools = text.split_pools(text.load_sentences(), seed=0, **POOL_SIZES)
     print(f"[prepare] speech for {sum(POOL_SIZES.values())} sentences (WordNet usage examples)", flush=True)
-    sizes = corpus.synthesize_pools(work, pools)
+    return pools, corpus.synthesize_pools(work, pools)
+
+
+def build_encoder(work: Path, updates: int = PRETRAIN_UPDATES) -> Path:
+    """Speech, then self-supervised pretraining, then the slim checkpoint ``work/w2v_pretrained.pt`` (with its
+    ``.sha256``); every step reuses what is finished. Returns the checkpoint."""
+    build_audio(work)
+    last = pretrain.pretrain(work / "pretrain", work / "pretrain_ckpt", updates)
+    slim = work / "w2v_pretrained.pt"
+    if not slim.is_file() or slim.stat().st_mtime < last.stat().st_mtime:
+        pretrain.slim_checkpoint(last, slim)
+    return slim
+
+
+def prepare(work: Path, pretrain_updates: int = PRETRAIN_UPDATES, pretrained: Path | None = None) -> Setting:
+    """Build or reuse the shared pieces under ``work``; ``pretrained`` skips pretraining with a given checkpoint."""
+    pools, sizes = build_audio(work)
     data = {}
     for name, seconds in SUBSETS.items():
         n = _subset_size(sizes["finetune"], seconds)
         data[name] = corpus.write_finetune_set(work, name, pools, sizes, n)
     if pretrained is None:
-        last = pretrain.pretrain(work / "pretrain", work / "pretrain_ckpt", pretrain_updates)
-        pretrained = work / "w2v_pretrained.pt"
-        if not pretrained.is_file() or pretrained.stat().st_mtime < last.stat().st_mtime:
-            pretrain.slim_checkpoint(last, pretrained)
+        pretrained = build_encoder(work, pretrain_updates)
     w2v_random = work / "w2v_random.pt"
     if not w2v_random.is_file():
         pretrain.random_counterpart(pretrained, w2v_random)
@@ -73,7 +88,6 @@ def prepare(work: Path, pretrain_updates: int = 3000, pretrained: Path | None = 
 
         print(f"[prepare] training a small GPT2 on {len(pools.lm)} sentences (the cl teacher)", flush=True)
         write_tiny_gpt2(gpt2, pools.lm, vocab_size=2000, hidden_size=128, layers=2, heads=2, train_steps=3000)
-    (work / "lm.txt").write_text("".join(f"{s}\n" for s in pools.lm), encoding="utf-8")
     return Setting(work=work, data=data, w2v=pretrained, w2v_random=w2v_random, gpt2=gpt2)
 
 
