@@ -24,6 +24,10 @@ def _have_fairseq() -> bool:
 
 
 if _have_fairseq():
+    from fairseq_kt.cli._args import quiet_fairseq_import
+
+    with quiet_fairseq_import():
+        import fairseq  # noqa: F401  (its import-time logging set-up and tensorboardX notice, silenced)
     from fairseq_kt import (  # noqa: F401  (registration)
         _compat,  # noqa: F401  (safe globals for torch.load)
         criterions,
