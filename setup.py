@@ -28,6 +28,9 @@ setup(
         "numpy",
         "pyyaml",
         "tqdm",
+        "soxr",  # resampling in fairseq-kt-prepare --resample
+        "scipy",  # paired statistics of the experiment
+        "scikit-learn",  # the experiment's linear probe
     ],
     extras_require={
         "fairseq": ["ve-fairseq==0.12.3"],
@@ -44,6 +47,7 @@ setup(
             "fairseq-kt-export=fairseq_kt.cli.export:main",
             "fairseq-kt-cache-teacher=fairseq_kt.cli.cache_teacher:main",
             "fairseq-kt-bench=fairseq_kt.cli.bench:main",
+            "fairseq-kt-pretrain=fairseq_kt.cli.pretrain:main",
         ]
     },
 )
