@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-updates", type=int, default=3000, help="self-supervised pretraining updates")
     p.add_argument("--pretrained", type=Path, help="use this wav2vec2 checkpoint instead of pretraining")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
+    p.add_argument("--workers", type=int, default=2, help="runs at a time (each with one thread)")
     args = p.parse_args(argv)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     few = tuple(int(s) for s in args.few_seeds.split(","))
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.stage or list(plan)
     if not args.report_only:
         for name in chosen:
-            experiment.run_grid(setting, plan[name])
+            experiment.run_grid(setting, plan[name], workers=args.workers)
     experiment.write_report(setting, Path(args.out), " ".join(["python", *sys.argv]))
     return 0
 

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,8 @@ def run_dir(setting: Setting, cell: Cell, seed: int) -> Path:
     return setting.work / "runs" / f"{cell.subset}_{cell.init}" / f"{cell.method}_l{lam}_s{seed}"
 
 
-def run_one(setting: Setting, cell: Cell, seed: int) -> dict:
-    """Train (or reuse) and score one run; return its row."""
+def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None) -> dict:
+    """Train (or reuse) and score one run (``threads``: torch threads of its subprocesses); return its row."""
     w2v = setting.w2v if cell.init == "pretrained" else setting.w2v_random
     spec = RunSpec(
         method=cell.method,
@@ -126,8 +127,8 @@ def run_one(setting: Setting, cell: Cell, seed: int) -> dict:
         kt_weight=cell.kt_weight,
     )
     folder = run_dir(setting, cell, seed)
-    record = train(spec, folder)
-    result = evaluate(record["checkpoint"], str(setting.data[cell.subset]), "test")
+    record = train(spec, folder, threads=threads)
+    result = evaluate(record["checkpoint"], str(setting.data[cell.subset]), "test", threads=threads)
     refs, hyps = read_id_text(result["ref_file"]), read_id_text(result["hypo_file"])
     homo = homophone_score((refs[k], hyps.get(k, "")) for k in refs)
     valid = read_log(folder / "train.log")
@@ -153,25 +154,28 @@ def run_one(setting: Setting, cell: Cell, seed: int) -> dict:
     }
 
 
-def run_grid(setting: Setting, cells: Iterable[Cell]) -> list[dict]:
+def run_grid(setting: Setting, cells: Iterable[Cell], workers: int = 1) -> list[dict]:
     """Run every (cell, seed) not yet finished, seed by seed across cells (a stopped experiment leaves complete
-    pairs); each finished run leaves ``row.json`` in its folder. Returns the rows of these cells."""
+    pairs), ``workers`` at a time (each subprocess then uses one thread); each finished run leaves ``row.json`` in
+    its folder. Returns the rows of these cells."""
     cells = list(cells)
     jobs = sorted(((c, s) for c in cells for s in c.seeds), key=lambda job: (job[1], cells.index(job[0])))
-    rows = []
-    for i, (cell, seed) in enumerate(jobs, 1):
+
+    def one(numbered: tuple[int, tuple[Cell, int]]) -> dict:
+        i, (cell, seed) = numbered
         done = run_dir(setting, cell, seed) / "row.json"
-        label = f"{cell.subset}/{cell.init}/{cell.method}/λ={cell.kt_weight:g}/seed {seed}"
         if done.is_file():
-            rows.append(json.loads(done.read_text(encoding="utf-8")))
-            continue
+            return json.loads(done.read_text(encoding="utf-8"))
+        label = f"{cell.subset}/{cell.init}/{cell.method}/λ={cell.kt_weight:g}/seed {seed}"
         print(f"[run {i}/{len(jobs)}] {label}", flush=True)
-        row = run_one(setting, cell, seed)
+        row = run_one(setting, cell, seed, threads=1 if workers > 1 else None)
         atomic_write_json(done, row)
-        print(f"    WER {row['wer']:.2f}  CER {row['cer']:.2f}  homophones {row['homophone_acc']:.1f}%  "
-              f"{row['train_seconds']:.0f} s", flush=True)  # fmt: skip
-        rows.append(row)
-    return rows
+        print(f"[run {i}/{len(jobs)}] {label}: WER {row['wer']:.2f}  CER {row['cer']:.2f}  "
+              f"homophones {row['homophone_acc']:.1f}%  {row['train_seconds']:.0f} s", flush=True)  # fmt: skip
+        return row
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, enumerate(jobs, 1)))
 
 
 def collect_rows(setting: Setting) -> list[dict]:

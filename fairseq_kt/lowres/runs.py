@@ -83,14 +83,16 @@ class RunSpec:
         return cmd + list(self.overrides)
 
 
-def subprocess_env() -> dict[str, str]:
-    """The environment of every subprocess: offline Hugging Face, quiet tokenizers."""
+def subprocess_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of every subprocess: offline Hugging Face, quiet tokenizers, ``threads`` torch threads."""
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
-def train(spec: RunSpec, run_dir: Path, echo: bool = False) -> dict:
+def train(spec: RunSpec, run_dir: Path, echo: bool = False, threads: int | None = None) -> dict:
     """Train ``spec`` into ``run_dir`` (reused when finished, resumed when interrupted); return its record.
 
     Args:
@@ -110,7 +112,9 @@ def train(spec: RunSpec, run_dir: Path, echo: bool = False) -> dict:
     with open(run_dir / "train.log", "a", encoding="utf-8") as log:
         log.write(f"# {' '.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, env=subprocess_env(threads), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -135,7 +139,7 @@ def _spec_json(spec: RunSpec) -> dict:
     return d
 
 
-def evaluate(checkpoint: str, data: str, subset: str) -> dict:
+def evaluate(checkpoint: str, data: str, subset: str, threads: int | None = None) -> dict:
     """Score ``checkpoint`` on ``subset`` with ``fairseq-kt-evaluate --json``; return its result for the checkpoint
     plus ``hypo_file``/``ref_file`` (``id<TAB>text`` lines). Reuses a finished evaluation of the same checkpoint.
 
@@ -148,7 +152,7 @@ def evaluate(checkpoint: str, data: str, subset: str) -> dict:
         return json.loads(done.read_text(encoding="utf-8"))
     cmd = [sys.executable, "-m", "fairseq_kt.cli.evaluate", checkpoint, "--data", data, "--subset", subset]
     cmd += ["--json", "--device", "cpu", "--results-dir", str(results)]
-    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=subprocess_env(threads), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RunError(f"evaluating {checkpoint} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     doc = json.loads(proc.stdout)
