@@ -35,7 +35,7 @@ class LmTranscriptDataset(BaseWrapperDataset):
     Args:
         dataset: the wrapped dataset (items carry ``id``).
         transcripts: one string per item of ``dataset``.
-        lm_path: teacher path or name (see :mod:`fairseq_kt.teachers`), or None for text only.
+        lm_path: teacher path or name (see :mod:`fairseq_kt.teacher.model`), or None for text only.
         max_tokens: truncation length for LM token ids (None: no limit).
         lowercase: lower-case transcripts before tokenization (fairseq's ``.wrd`` files are often upper-case).
         source: the transcript file, for messages.

@@ -77,7 +77,7 @@ def check_lm_tokens(
     """Tokenize a sample of ``transcripts`` as the dataset does; refuse a tokenizer that gives KT nothing to learn.
 
     Args:
-        tokenizer: the teacher's tokenizer (``fairseq_kt.teachers.load_tokenizer(lm_path)``).
+        tokenizer: the teacher's tokenizer (``fairseq_kt.teacher.model.load_tokenizer(lm_path)``).
         transcripts: every transcript of the split, one per line of ``source`` (line ``i + 1`` is ``transcripts[i]``).
         lm_path: the teacher, for messages (``criterion.lm_path``).
         split: the split name, for messages.
