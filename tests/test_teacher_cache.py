@@ -272,3 +272,14 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:1")
+
+
+def test_cli_refuses_transcripts_the_tokenizer_cannot_read(tiny_bert, tmp_path, capsys):
+    """The same check as audio_kt's task load runs before the teacher: all-unknown transcripts are refused."""
+    write_split(tmp_path, ["Ω ΩΩ", "ΨΨ Ω"])  # symbols outside the vocabulary: every token is [UNK]
+    argv = ["--data", str(tmp_path), "--subset", "train", "--lm-path", tiny_bert, "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"criterion.lm_path={tiny_bert}" in err and "unknown token" in err
+    assert not (tmp_path / "teacher_cache" / "meta.json").exists()
+    assert main([*argv, "--max-unknown-lm-tokens", "1.0"]) == 0  # the documented override

@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="rebuild even if up to date; replace a cache of another LM or dtype"
     )
+    parser.add_argument(
+        "--max-unknown-lm-tokens",
+        type=float,
+        default=0.2,
+        help="refuse transcripts whose LM tokens are more than this fraction unknown (as task.max_unknown_lm_tokens)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -123,6 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     device=args.device,
                     progress=not args.quiet,
                     force=args.force,
+                    max_unknown=args.max_unknown_lm_tokens,
                 )
             )
     except (FileNotFoundError, NotADirectoryError, ValueError, TeacherLoadError) as exc:

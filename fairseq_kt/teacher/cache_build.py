@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from fairseq_kt.io import atomic_write_json
+from fairseq_kt.data.token_check import check_lm_tokens
+from fairseq_kt.io import atomic_write_json, read_lines
 from fairseq_kt.teacher.cache import (
     FORMAT,
     KEY_BYTES,
@@ -89,11 +90,15 @@ class _Sequences:
 
 
 def _plan(data: str, subset: str, lm_path: str, out: str, *, causal: bool, dtype: str, batch_size: int,
-          text_labels: str, lowercase: bool, max_tokens: int) -> tuple[_Plan, Any]:  # fmt: skip
+          text_labels: str, lowercase: bool, max_tokens: int, max_unknown: float) -> tuple[_Plan, Any]:  # fmt: skip
     """Check the arguments and fix what the build is keyed by; return the plan and the teacher's tokenizer.
 
+    The transcripts are checked against the teacher's tokenizer as ``audio_kt`` checks them at task load
+    (:func:`fairseq_kt.data.token_check.check_lm_tokens`) before the teacher runs.
+
     Raises:
-        ValueError: a bad dtype, batch size, token limit or subset name.
+        ValueError: a bad dtype, batch size, token limit or subset name; a tokenizer that gives no tokens or more
+            than ``max_unknown`` unknown tokens (``LmTokenizerError``).
         FileNotFoundError: a missing data directory or transcript file.
     """
     if dtype not in STORAGE_DTYPES:
@@ -112,6 +117,8 @@ def _plan(data: str, subset: str, lm_path: str, out: str, *, causal: bool, dtype
         raise FileNotFoundError(f"{source} not found: the subset {subset!r} needs its .{text_labels} transcripts")
     tokenizer = load_tokenizer(lm_path)
     limit = lm_max_tokens(lm_path, tokenizer, max_tokens)
+    check_lm_tokens(tokenizer, read_lines(source), lm_path=lm_path, split=subset, lowercase=lowercase,
+                    max_tokens=limit, max_unknown=max_unknown, source=source)  # fmt: skip
     settings = {"text_labels": text_labels, "lowercase": bool(lowercase), "max_tokens": int(limit)}
     text_hash = _hash_file(source)
     keyed = (text_hash + json.dumps(settings, sort_keys=True)).encode()
@@ -323,6 +330,7 @@ def build_cache(
     device: str = "cpu",
     progress: bool = True,
     force: bool = False,
+    max_unknown: float = 0.2,
 ) -> dict:
     """Run the teacher once over ``{data}/{subset}.{text_labels}`` and store its states in ``out``.
 
@@ -342,6 +350,7 @@ def build_cache(
         device: where the teacher runs (``cpu``, ``cuda``, ``cuda:1``, ``auto``; :func:`resolve_device`).
         progress: show a progress bar (stderr).
         force: rebuild even if up to date, and replace a cache of another LM or dtype.
+        max_unknown: most unknown-token fraction the transcripts may give (``task.max_unknown_lm_tokens``).
 
     Returns:
         Summary: ``status`` ("built" or "up to date"), ``subset``, ``out``, ``utterances``, ``unique``, ``tokens``,
@@ -355,7 +364,8 @@ def build_cache(
     """
     start = time.monotonic()
     plan, tokenizer = _plan(data, subset, lm_path, out, causal=causal, dtype=dtype, batch_size=batch_size,
-                            text_labels=text_labels, lowercase=lowercase, max_tokens=max_tokens)  # fmt: skip
+                            text_labels=text_labels, lowercase=lowercase, max_tokens=max_tokens,
+                            max_unknown=max_unknown)  # fmt: skip
     torch_device = resolve_device(device)
     os.makedirs(plan.out, exist_ok=True)
     cached = _cached_summary(plan, force, start)
