@@ -24,10 +24,10 @@ __all__ = ["pretrain", "random_counterpart", "sha256", "slim_checkpoint"]
 
 def _pretrain_config_dir() -> Path:
     package = Path(__file__).resolve().parents[1]
-    for candidate in (package / "configs" / "pretrain", package.parent / "configs" / "pretrain"):
-        if candidate.is_dir():
-            return candidate
-    raise RunError(f"no configs/pretrain folder next to {package}; reinstall fairseq_kt")
+    folder = package / "configs" / "pretrain"
+    if not folder.is_dir():
+        raise RunError(f"{folder} is missing: the recipes ship inside the package; reinstall fairseq_kt")
+    return folder
 
 
 def _updates_of(checkpoint: Path) -> int:

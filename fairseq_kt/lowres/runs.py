@@ -31,12 +31,12 @@ class RunError(FairseqKtError):
 
 
 def config_dir() -> Path:
-    """The shipped fine-tuning configs: inside the package when installed, else the checkout's ``configs``."""
+    """The shipped fine-tuning recipes (``fairseq_kt/configs/finetune``; a checkout's ``configs/`` links there)."""
     package = Path(__file__).resolve().parents[1]
-    for candidate in (package / "configs" / "finetune", package.parent / "configs" / "finetune"):
-        if candidate.is_dir():
-            return candidate
-    raise RunError(f"no configs/finetune folder next to {package}; reinstall fairseq_kt")
+    folder = package / "configs" / "finetune"
+    if not folder.is_dir():
+        raise RunError(f"{folder} is missing: the recipes ship inside the package; reinstall fairseq_kt")
+    return folder
 
 
 @dataclass(frozen=True)
