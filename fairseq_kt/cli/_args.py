@@ -10,7 +10,7 @@ import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Optional, Union
 
 
@@ -23,6 +23,17 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+
+def call_or_status(prog: str, call: Callable[[], object], statuses: Mapping[type[BaseException], int]) -> int:
+    """Run ``call()``; return 0, or the status of the first listed exception type it raised (one line on stderr)."""
+    try:
+        call()
+    except tuple(statuses) as exc:
+        code = next(code for kind, code in statuses.items() if isinstance(exc, kind))
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return code
+    return 0
 
 
 def parse_or_status(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from fairseq_kt.cli._args import call_or_status
 from fairseq_kt.errors import FairseqKtError
 from fairseq_kt.lowres.runs import config_dir
 
@@ -51,12 +52,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cl_lm_path=args.cl_lm_path,
         overrides=tuple(args.override),
     )
-    try:
-        run_demo(options)
-    except FairseqKtError as e:
-        print(f"fairseq-kt-demo: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return call_or_status("fairseq-kt-demo", lambda: run_demo(options), {FairseqKtError: 2})
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from fairseq_kt.cli._args import call_or_status
 from fairseq_kt.decoding.data import REFERENCE_SOURCES
 from fairseq_kt.decoding.errors import IncompleteError, InputError
 from fairseq_kt.decoding.greedy import POST_PROCESS_MODES
@@ -123,16 +124,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from fairseq_kt.checkpoints import cli_logging
 
-    try:
+    def run() -> None:
         with cli_logging(args.verbose):
             evaluate(options_from_args(args))
-    except InputError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
-    except IncompleteError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    return call_or_status(PROG, run, {InputError: 2, IncompleteError: 1})
 
 
 if __name__ == "__main__":

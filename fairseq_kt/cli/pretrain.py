@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from fairseq_kt.cli._args import call_or_status
 from fairseq_kt.errors import FairseqKtError
 
 
@@ -22,13 +23,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = p.parse_args(argv)
     from fairseq_kt.lowres import experiment, pretrain
 
-    try:
+    def run() -> None:
         path = experiment.build_encoder(Path(args.workdir).resolve(), args.updates)
-    except FairseqKtError as e:
-        print(f"fairseq-kt-pretrain: {e}", file=sys.stderr)
-        return 1
-    print(f"{path}\nsha256 {pretrain.sha256(path)}")
-    return 0
+        print(f"{path}\nsha256 {pretrain.sha256(path)}")
+
+    return call_or_status("fairseq-kt-pretrain", run, {FairseqKtError: 1})
 
 
 if __name__ == "__main__":

@@ -17,17 +17,9 @@ import sys
 from pathlib import Path
 
 from fairseq_kt.io import atomic_torch_save, atomic_write_text
-from fairseq_kt.lowres.runs import RunError, subprocess_env
+from fairseq_kt.lowres.runs import RunError, recipe_dir, subprocess_env
 
 __all__ = ["pretrain", "random_counterpart", "sha256", "slim_checkpoint"]
-
-
-def _pretrain_config_dir() -> Path:
-    package = Path(__file__).resolve().parents[1]
-    folder = package / "configs" / "pretrain"
-    if not folder.is_dir():
-        raise RunError(f"{folder} is missing: the recipes ship inside the package; reinstall fairseq_kt")
-    return folder
 
 
 def _updates_of(checkpoint: Path) -> int:
@@ -49,7 +41,7 @@ def pretrain(manifest_dir: Path, save_dir: Path, max_update: int, config: str = 
     save_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "fairseq_cli.hydra_train",
-        "--config-dir", str(_pretrain_config_dir()), "--config-name", config,
+        "--config-dir", str(recipe_dir("pretrain")), "--config-name", config,
         f"task.data={manifest_dir}", f"checkpoint.save_dir={save_dir}", f"hydra.run.dir={save_dir / 'hydra'}",
         f"optimization.max_update={max_update}",
     ]  # fmt: skip

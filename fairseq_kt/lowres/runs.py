@@ -30,13 +30,18 @@ class RunError(FairseqKtError):
     """A training or evaluation subprocess failed; the message names the run folder and its log."""
 
 
-def config_dir() -> Path:
-    """The shipped fine-tuning recipes (``fairseq_kt/configs/finetune``; a checkout's ``configs/`` links there)."""
-    package = Path(__file__).resolve().parents[1]
-    folder = package / "configs" / "finetune"
+def recipe_dir(kind: str = "finetune") -> Path:
+    """A folder of shipped recipes, ``finetune`` or ``pretrain`` (``fairseq_kt/configs/<kind>``; a checkout's
+    ``configs/`` links there)."""
+    folder = Path(__file__).resolve().parents[1] / "configs" / kind
     if not folder.is_dir():
         raise RunError(f"{folder} is missing: the recipes ship inside the package; reinstall fairseq_kt")
     return folder
+
+
+def config_dir() -> Path:
+    """The shipped fine-tuning recipes."""
+    return recipe_dir("finetune")
 
 
 @dataclass(frozen=True)
