@@ -168,6 +168,7 @@ def evaluate(checkpoint: str, data: str, subset: str, threads: int | None = None
 
 
 _LOG_LINE = re.compile(r"\[(train_inner|valid|train)\]\[INFO\] - (.*)$")
+_KEY_EQ_VALUE = re.compile(r"(\w+)=([^,\s]+)")
 
 
 def read_log(path: str | os.PathLike, kinds: Sequence[str] = ("valid",)) -> list[dict[str, float]]:
@@ -183,11 +184,13 @@ def read_log(path: str | os.PathLike, kinds: Sequence[str] = ("valid",)) -> list
             if not m or m.group(1) not in kinds:
                 continue
             record: dict = {"kind": m.group(1)}
-            for part in m.group(2).split(" | "):
-                key, _, value = part.strip().partition(" ")
-                key = key.rstrip("=")
-                if "=" in part and not value:
-                    key, _, value = part.strip().partition("=")
+            body = m.group(2)
+            pairs = (
+                _KEY_EQ_VALUE.findall(body)
+                if "=" in body
+                else [p.strip().partition(" ")[::2] for p in body.split(" | ")]
+            )
+            for key, value in pairs:
                 try:
                     record[key] = float(value)
                 except ValueError:

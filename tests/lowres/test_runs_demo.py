@@ -1,0 +1,85 @@
+"""The run library (command line, log parsing, reuse) and the demo's pieces that need no training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fairseq_kt.errors import FairseqKtError
+from fairseq_kt.lowres import demo
+from fairseq_kt.lowres.report import markdown_table
+from fairseq_kt.lowres.runs import RunSpec, config_dir, read_log, train
+
+LOG = (
+    "[2026-12-01 05:05:11,321][train_inner][INFO] - epoch 005:      5 / 34 loss=115.5, kt_cosine=0.1956, "
+    "num_updates=150\n"
+    "[2026-12-01 05:05:11,321][valid][INFO] - epoch 005 | valid on 'valid' subset | loss 117.428 | "
+    "kt_count_error 1.133 | uer 70.384 | wer 99.5 | kt_cosine 0.1853 | num_updates 150 | best_wer 99.5\n"
+    "some other line\n"
+)
+
+
+def test_read_log_parses_fairseq_simple_format(tmp_path):
+    (tmp_path / "train.log").write_text(LOG, encoding="utf-8")
+    (valid,) = read_log(tmp_path / "train.log")
+    assert valid["kind"] == "valid" and valid["num_updates"] == 150 and valid["kt_cosine"] == pytest.approx(0.1853)
+    assert valid["kt_count_error"] == pytest.approx(1.133) and "subset" not in valid
+    (inner,) = read_log(tmp_path / "train.log", kinds=("train_inner",))
+    assert inner["kt_cosine"] == pytest.approx(0.1956) and inner["num_updates"] == 150
+
+
+def test_run_spec_command_pairs_by_seed_and_names_the_teacher(tmp_path):
+    base = RunSpec(method="baseline", seed=3, data="/d", w2v="/w.pt", max_update=10)
+    kt = RunSpec(method="rl_cif", seed=3, data="/d", w2v="/w.pt", max_update=10, lm_path="/lm", kt_weight=0.5)
+    b, k = base.command(tmp_path), kt.command(tmp_path)
+    assert "common.seed=3" in b and "common.seed=3" in k
+    assert not any("kt_method" in a for a in b)  # the config's kt_method=none: plain CTC
+    assert {"criterion.kt_method=rl_cif", "criterion.kt_weight=0.5", "+criterion.lm_path=/lm"} <= set(k)
+    assert (config_dir() / "lowres.yaml").is_file()
+
+
+def test_finished_run_is_reused_without_training(tmp_path):
+    spec = RunSpec(method="baseline", seed=1, data="/nowhere", w2v="/nothing.pt", max_update=5)
+    record = {"spec": {**spec.__dict__, "overrides": []}, "train_seconds": 1.0, "checkpoint": "x"}
+    (tmp_path / "run.json").write_text(json.dumps(record), encoding="utf-8")
+    assert train(spec, tmp_path) == record  # no subprocess: the data and checkpoint do not even exist
+
+
+def test_shipped_encoder_matches_its_checksum():
+    path = demo.shipped_encoder()
+    assert path.name == demo.ENCODER_NAME and path.stat().st_size < 20 * 2**20
+
+
+def test_demo_refuses_unknown_methods(tmp_path):
+    with pytest.raises(FairseqKtError, match="unknown method"):
+        demo.run_demo(demo.DemoOptions(workdir=tmp_path, methods=("baseline", "nope")))
+
+
+def test_demo_table_states_setting_and_caveat(tmp_path):
+    (tmp_path / "train.wrd").write_text("A\nB\n", encoding="utf-8")
+    rows = [{"method": "baseline", "wer": 50.0, "cer": 20.0, "train_seconds": 100, "spec": {"max_update": 400},
+             "num_utterances": 200}]  # fmt: skip
+    table = demo.format_table(rows, tmp_path)
+    assert "2 labelled utterances" in table and "not evidence" in table and "examples/pretrained_lowres" in table
+
+
+def test_report_table_pairs_kt_with_the_baseline_of_its_subset():
+    rows = []
+    for seed, (b, k) in enumerate([(50.0, 48.0), (52.0, 49.0), (51.0, 50.5)], 1):
+        common = {"subset": "10min", "init": "pretrained", "seed": seed, "cer": 20.0, "homophone_acc": 40.0,
+                  "train_seconds": 100.0}  # fmt: skip
+        rows.append({**common, "method": "baseline", "kt_weight": 0.0, "wer": b})
+        rows.append({**common, "method": "rl_cif", "kt_weight": 0.3, "wer": k})
+    table = markdown_table(rows)
+    line = next(r for r in table.splitlines() if "| rl_cif |" in r)
+    assert "49.17 ± 1.26" in line and "-1.83 [" in line and "3/3 better" in line
+    assert "| baseline |" in table
+
+
+def test_shipped_encoder_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(demo, "ENCODER_NAME", "absent.pt")
+    with pytest.raises(FairseqKtError, match="--w2v PATH"):
+        demo.shipped_encoder()
+    assert Path(demo.__file__).is_file()
