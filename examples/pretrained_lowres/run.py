@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", action="append", help="main, control, sweep, 1h (repeatable; default: all)")
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
-    p.add_argument("--max-update", type=int, default=300, help="updates per 10-minute run")
+    p.add_argument("--max-update", type=int, default=400, help="updates per 10-minute run")
     p.add_argument("--max-update-1h", type=int, default=600, help="updates per 1-hour run")
     p.add_argument("--pretrain-updates", type=int, default=1500, help="self-supervised pretraining updates")
     p.add_argument("--pretrained", type=Path, help="use this wav2vec2 checkpoint instead of pretraining")

@@ -25,7 +25,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fairseq-kt-demo", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="demo_runs", help="where speech, runs and results go (reused)")
     p.add_argument("--methods", default="baseline,rl_cif", help="comma-separated: baseline,rl_cif,rl_attention,cl")
-    p.add_argument("--max-update", type=int, default=300, help="updates per method (same for all)")
+    p.add_argument("--max-update", type=int, default=400, help="updates per method (same for all)")
     p.add_argument("--seed", type=int, default=1, help="training seed (common.seed), the same for every method")
     p.add_argument("--kt-weight", type=float, default=0.3, help="λ of the KT methods")
     p.add_argument("--test", type=int, default=200, help="test utterances (unseen sentences)")

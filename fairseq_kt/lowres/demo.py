@@ -28,7 +28,7 @@ class DemoOptions:
 
     workdir: Path
     methods: tuple[str, ...] = ("baseline", "rl_cif")
-    max_update: int = 300
+    max_update: int = 400
     seed: int = 1
     kt_weight: float = 0.3
     test: int = 200

@@ -101,7 +101,7 @@ class Cell:
     kt_weight: float
     seeds: tuple[int, ...]
     init: str = "pretrained"
-    max_update: int = 300
+    max_update: int = 400
 
 
 def _teacher(setting: Setting, method: str) -> str | None:
