@@ -62,3 +62,17 @@ def test_probe_accuracy_separable_and_random():
     assert probe_accuracy(separable, words, utterance) == 100.0
     noise = rng.normal(size=(len(words), 2))
     assert probe_accuracy(noise, words, utterance) < 60.0
+
+
+def test_causal_teacher_quality_counts_every_next_token(tiny_gpt2):
+    from fairseq_kt.lowres.diagnose import causal_teacher_quality
+
+    q = causal_teacher_quality(tiny_gpt2, ["the little dog", "a red ball in the garden"])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2)
+    expected = sum(
+        len(tok(s, add_special_tokens=False)["input_ids"]) for s in ["the little dog", "a red ball in the garden"]
+    )
+    assert q["tokens"] == expected
+    assert 0.0 <= q["next_token_accuracy"] <= 100.0 and q["perplexity"] >= 1.0
