@@ -6,7 +6,7 @@ speech, baseline CTC vs rl_cif / rl_attention / cl, paired by seed. Resumable ru
 
 Stages: ``main`` (10 min labelled, 4 methods x 5 seeds), ``control`` (random-weight encoder, baseline),
 ``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds). ``report`` writes
-results.md, runs.csv and the plots into --out from whatever runs are finished.
+results.md, runs.csv and the plots into --out from whatever runs are finished; ``--diagnose`` adds diagnostics.md.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", type=Path, help="use this wav2vec2 checkpoint instead of pretraining")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--workers", type=int, default=2, help="runs at a time (each with one thread)")
+    p.add_argument("--diagnose", action="store_true", help="also write diagnostics.md (teacher quality, probe)")
     args = p.parse_args(argv)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     few = tuple(int(s) for s in args.few_seeds.split(","))
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in chosen:
             experiment.run_grid(setting, plan[name], workers=args.workers)
     experiment.write_report(setting, Path(args.out), " ".join(["python", *sys.argv]))
+    if args.diagnose:
+        experiment.write_diagnostics(setting, Path(args.out))
     return 0
 
 

@@ -198,7 +198,8 @@ def write_report(setting: Setting, out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "runs.csv", rows)
     table = report.markdown_table(rows)
-    atomic_write_text(out / "results.md", f"Command: `{command}`\n\n{table}\n")
+    control = report.control_line(rows)
+    atomic_write_text(out / "results.md", f"Command: `{command}`\n\n{table}\n\n{control}\n")
     report.plot_results(rows, out / "results.png")
     curves = {}
     for method in ("baseline", "rl_cif", "rl_attention", "cl"):
@@ -207,7 +208,41 @@ def write_report(setting: Setting, out: Path, command: str) -> None:
             curves[method] = folder
     if curves:
         report.plot_curves(curves, out / "curves.png")
-    print(table, flush=True)
+    print(table + "\n\n" + control, flush=True)
+
+
+def write_diagnostics(setting: Setting, out: Path, seed: int = 1, probe_utterances: int = 400) -> str:
+    """``out/diagnostics.md``: the causal teacher's quality on the test sentences and the word-identity probe on the
+    encoder states of each method's run with ``seed`` (10 minutes, λ = 0.3), over labelled-pool utterances that no
+    10-minute run trained on. Returns the text."""
+    from fairseq_kt.lowres import diagnose
+
+    test = [line.lower() for line in (setting.data["10min"] / "test.wrd").read_text(encoding="utf-8").splitlines()]
+    quality = diagnose.causal_teacher_quality(str(setting.gpt2), test)
+    runs = {}
+    for method in ("baseline", "rl_cif", "rl_attention", "cl"):
+        ckpt = run_dir(setting, Cell("10min", method, 0.3, (seed,)), seed) / "checkpoint_last.pt"
+        if ckpt.is_file():
+            runs[method] = ckpt
+    first = sum(1 for _ in open(setting.data["10min"] / "train.wrd", encoding="utf-8"))
+    probe = diagnose.probe_runs(setting.data["1h"], runs["baseline"], runs, first, probe_utterances)
+    lines = [
+        f"Causal teacher (cl): next-token accuracy {quality['next_token_accuracy']:.1f} %, perplexity "
+        f"{quality['perplexity']:.1f} on the {len(test)} test sentences ({quality['tokens']} tokens).",
+        "",
+        f"Linear probe of word identity (logistic regression on encoder states mean-pooled over each word's frames; "
+        f"spans from the baseline's forced alignment; {int(probe.pop('_words'))} words of utterances "
+        f"{first}–{first + probe_utterances} of the labelled pool, unseen by every 10-minute run; words seen >= 8 "
+        f"times; even utterances train, odd ones test), seed {seed}:",
+        "",
+        "| method | probe accuracy % |",
+        "|---|---|",
+        *[f"| {m} | {acc:.1f} |" for m, acc in probe.items()],
+    ]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "diagnostics.md", text)
+    print(text, flush=True)
+    return text
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:

@@ -68,6 +68,19 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def control_line(rows: Sequence[dict]) -> str:
+    """The pretraining control: the baseline from the pretrained encoder vs from random weights (paired seeds)."""
+    parts = []
+    for subset in sorted({r["subset"] for r in rows}):
+        pre, rand = (subset, "pretrained", "baseline", 0.0), (subset, "random", "baseline", 0.0)
+        for metric, name in (("wer", "WER"), ("cer", "CER")):
+            a, b = _by_seed(rows, pre, metric), _by_seed(rows, rand, metric)
+            if len(set(a) & set(b)) >= 2:
+                cmp = paired_comparison(a, b)
+                parts.append(f"{subset}: baseline {name} pretrained − random = {cmp.format()}")
+    return "Pretraining control: " + ("; ".join(parts) if parts else "not run yet")
+
+
 def _pyplot():  # matplotlib quietly (importing fairseq turns on DEBUG logging)
     import matplotlib
 

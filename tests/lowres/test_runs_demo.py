@@ -83,3 +83,16 @@ def test_shipped_encoder_missing_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(FairseqKtError, match="--w2v PATH"):
         demo.shipped_encoder()
     assert Path(demo.__file__).is_file()
+
+
+def test_control_line_pairs_pretrained_with_random_baselines():
+    from fairseq_kt.lowres.report import control_line
+
+    rows = []
+    for seed, (pre, rand) in enumerate([(40.0, 90.0), (42.0, 95.0), (41.0, 92.0)], 1):
+        for init, cer in (("pretrained", pre), ("random", rand)):
+            rows.append({"subset": "10min", "init": init, "method": "baseline", "kt_weight": 0.0, "seed": seed,
+                         "wer": cer + 40, "cer": cer})  # fmt: skip
+    line = control_line(rows)
+    assert "10min: baseline CER pretrained − random = -51.33 [" in line and "3/3 better" in line
+    assert control_line(rows[:1]) == "Pretraining control: not run yet"
