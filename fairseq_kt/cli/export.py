@@ -3,6 +3,7 @@
 Usage::
 
     fairseq-kt-export CKPT OUT [--force] [--external-dictionary] [--no-check]
+    fairseq-kt-export CKPT OUT --format hf [--force] [--no-check]
 
 The exported file is a plain ``wav2vec_ctc`` checkpoint:
 
@@ -27,7 +28,11 @@ With ``--external-dictionary`` the dictionary is written as ``dict.{labels}.txt`
 checkpoint, whose ``task.data`` then names OUT's folder: the file loads under torch's weights-only default with no
 safe globals (pass ``arg_overrides={"data": FOLDER}`` after moving the two files elsewhere).
 
-The work is done by :mod:`fairseq_kt.export`; this module parses the command line.
+With ``--format hf``, OUT is a folder that ``transformers`` loads without fairseq (``Wav2Vec2ForCTC`` and
+``Wav2Vec2Processor.from_pretrained(OUT)``, or ``pipeline("automatic-speech-recognition", model=OUT)``); see
+:mod:`fairseq_kt.export_hf` for what it holds and which models it supports.
+
+The work is done by :mod:`fairseq_kt.export` and :mod:`fairseq_kt.export_hf`; this module parses the command line.
 
 Exit status: 0 on success, 2 on usage or input errors (one line on stderr).
 """
@@ -44,6 +49,7 @@ from fairseq_kt.export import ExportError, describe, export_checkpoint
 __all__ = ["build_parser", "main"]
 
 PROG = "fairseq-kt-export"
+FORMATS = ("fairseq", "hf")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         "wav2vec_ctc checkpoint (task audio_finetuning, criterion ctc) that fairseq loads without this plugin.",
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="fine-tuned checkpoint (audio_kt/ctc_kt or stock)")
-    parser.add_argument("out", metavar="OUT", help="file to write the stock checkpoint to")
+    parser.add_argument(
+        "out", metavar="OUT", help="file to write the stock checkpoint to (with --format hf: folder to create)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="fairseq",
+        help="fairseq: a stock wav2vec_ctc checkpoint file (default); hf: a Hugging Face transformers folder "
+        "(Wav2Vec2ForCTC weights and config, feature extractor, CTC tokenizer of the target dictionary)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite OUT (and an existing dictionary file)")
     parser.add_argument(
         "--external-dictionary",
@@ -62,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write dict.{labels}.txt beside OUT instead of keeping the Dictionary in the checkpoint; the result "
         "then loads with torch's weights-only default and no safe globals",
     )
-    parser.add_argument("--no-check", action="store_true", help="skip rebuilding the exported model with fairseq")
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip rebuilding the exported model with fairseq (with --format hf: skip comparing its logits with "
+        "the fairseq model's)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log fairseq's INFO messages")
     return parser
 
@@ -72,6 +92,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fairseq_kt.checkpoints import cli_logging
 
     args = build_parser().parse_args(argv)
+    if args.format == "hf":
+        return _main_hf(args)
     try:
         with cli_logging(args.verbose):
             report = export_checkpoint(
@@ -85,6 +107,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print("\n".join(describe(report, args.checkpoint, args.out)))
+    return 0
+
+
+def _main_hf(args: argparse.Namespace) -> int:
+    """``--format hf``: write the transformers folder."""
+    from fairseq_kt.checkpoints import cli_logging
+    from fairseq_kt.export_hf import describe_hf, export_hf
+
+    if args.external_dictionary:
+        print(f"{PROG}: error: --external-dictionary applies to --format fairseq only", file=sys.stderr)
+        return 2
+    try:
+        with cli_logging(args.verbose):
+            report = export_hf(args.checkpoint, args.out, force=args.force, check=not args.no_check)
+    except ExportError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(describe_hf(report, args.checkpoint)))
     return 0
 
 
