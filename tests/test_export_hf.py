@@ -32,7 +32,7 @@ from fairseq_kt.decoding.greedy import GreedyDecoder  # noqa: E402
 from fairseq_kt.errors import FairseqKtError  # noqa: E402
 from fairseq_kt.export import ExportError  # noqa: E402
 from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
-from fairseq_kt.testing.synth import have_synthesis, noise_corpus, synthesize_corpus  # noqa: E402
+from fairseq_kt.testing.synth import speech_or_noise_corpus  # noqa: E402
 from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
 # name -> (layer_norm_first, extractor_mode, normalize): wav2vec2 base-like and large-like
@@ -126,7 +126,7 @@ def exported(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("hf_export")
     data = root / "data"
     splits = {"train": NUM_UTTERANCES}
-    synthesize_corpus(data, splits) if have_synthesis() else noise_corpus(data, splits)
+    speech_or_noise_corpus(data, splits)
     wavs = [str(data / "wav" / f"train_{i}.wav") for i in range(NUM_UTTERANCES)]
     cases, expected = {}, {}
     for name, (pre_ln, mode, normalize) in VARIANTS.items():

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Strip the knowledge-transferring state from a fine-tuned checkpoint: the result is a stock "
-        "wav2vec_ctc checkpoint (task audio_finetuning, criterion ctc) that fairseq loads without this plugin.",
+        "wav2vec_ctc checkpoint (task audio_finetuning, criterion ctc) that fairseq loads without this plugin, or "
+        "with --format hf a folder that Hugging Face transformers loads without fairseq.",
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="fine-tuned checkpoint (audio_kt/ctc_kt or stock)")
     parser.add_argument(
