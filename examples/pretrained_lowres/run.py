@@ -5,7 +5,8 @@ speech, baseline CTC vs rl_cif / rl_attention / cl, paired by seed. Resumable ru
     python examples/pretrained_lowres/run.py --workdir lowres_work --stage main    # one stage
 
 Stages: ``main`` (10 min labelled, 4 methods x 5 seeds), ``control`` (random-weight encoder, baseline),
-``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds). ``report`` writes
+``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds), ``mu`` (rl_cif
+with CIF's quantity weight 0.1 instead of 1, 3 seeds: a diagnosis). ``report`` writes
 results.md, runs.csv and the plots into --out from whatever runs are finished; ``--diagnose`` adds diagnostics.md.
 """
 
@@ -26,6 +27,18 @@ def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1
         "control": [Cell("10min", "baseline", 0.3, few, init="random", max_update=updates)],
         "sweep": [Cell("10min", "rl_cif", lam, few, max_update=updates) for lam in (0.1, 0.5)],
         "1h": [Cell("1h", m, 0.3, few, max_update=updates_1h) for m in ("baseline", "rl_cif")],
+        # diagnosis: is it CIF's quantity loss (mu = 1, not scaled by lambda) that pulls the encoder?
+        "mu": [
+            Cell(
+                "10min",
+                "rl_cif",
+                0.3,
+                few,
+                max_update=updates,
+                variant="mu0.1",
+                overrides=("criterion.quantity_weight=0.1",),
+            )
+        ],  # fmt: skip
     }
 
 
@@ -33,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="lowres_work", help="corpus, checkpoints and runs (finished runs are reused)")
     p.add_argument("--out", default="examples/pretrained_lowres", help="where results.md, runs.csv and plots go")
-    p.add_argument("--stage", action="append", help="main, control, sweep, 1h (repeatable; default: all)")
+    p.add_argument("--stage", action="append", help="main, control, sweep, 1h, mu (repeatable; default: all)")
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
     p.add_argument("--max-update", type=int, default=400, help="updates per 10-minute run")

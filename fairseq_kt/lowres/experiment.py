@@ -94,7 +94,8 @@ def prepare(work: Path, pretrain_updates: int = PRETRAIN_UPDATES, pretrained: Pa
 
 @dataclass(frozen=True)
 class Cell:
-    """One group of seed-paired runs: a subset, an initialisation, a method and λ."""
+    """One group of seed-paired runs: a subset, an initialisation, a method and λ (and a named variant: further
+    overrides, e.g. ``variant="mu0.1", overrides=("criterion.quantity_weight=0.1",)``)."""
 
     subset: str
     method: str
@@ -102,6 +103,8 @@ class Cell:
     seeds: tuple[int, ...]
     init: str = "pretrained"
     max_update: int = 400
+    variant: str = ""
+    overrides: tuple[str, ...] = ()
 
 
 def _teacher(setting: Setting, method: str) -> str | None:
@@ -109,9 +112,10 @@ def _teacher(setting: Setting, method: str) -> str | None:
 
 
 def run_dir(setting: Setting, cell: Cell, seed: int) -> Path:
-    """``WORK/runs/<subset>_<init>/<method>_l<λ>_s<seed>``."""
+    """``WORK/runs/<subset>_<init>/<method>_l<λ>[_<variant>]_s<seed>``."""
     lam = "0" if cell.method == "baseline" else f"{cell.kt_weight:g}"
-    return setting.work / "runs" / f"{cell.subset}_{cell.init}" / f"{cell.method}_l{lam}_s{seed}"
+    variant = f"_{cell.variant}" if cell.variant else ""
+    return setting.work / "runs" / f"{cell.subset}_{cell.init}" / f"{cell.method}_l{lam}{variant}_s{seed}"
 
 
 def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None) -> dict:
@@ -125,6 +129,7 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         max_update=cell.max_update,
         lm_path=_teacher(setting, cell.method),
         kt_weight=cell.kt_weight,
+        overrides=cell.overrides,
     )
     folder = run_dir(setting, cell, seed)
     record = train(spec, folder, threads=threads)
@@ -138,6 +143,7 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         "init": cell.init,
         "method": cell.method,
         "kt_weight": 0.0 if cell.method == "baseline" else cell.kt_weight,
+        "variant": cell.variant,
         "seed": seed,
         "wer": round(result["wer"], 3),
         "cer": round(result["cer"], 3),
@@ -183,7 +189,7 @@ def collect_rows(setting: Setting) -> list[dict]:
     rows = [json.loads(p.read_text(encoding="utf-8")) for p in (setting.work / "runs").glob("*/*/row.json")]
     order = {"baseline": 0, "rl_cif": 1, "rl_attention": 2, "cl": 3}
     return sorted(rows, key=lambda r: (r["subset"], r["init"] != "pretrained", order[r["method"]], r["kt_weight"],
-                                       r["seed"]))  # fmt: skip
+                                       r.get("variant", ""), r["seed"]))  # fmt: skip
 
 
 def write_report(setting: Setting, out: Path, command: str) -> None:

@@ -19,18 +19,18 @@ _METRICS = (("wer", "WER %"), ("cer", "CER %"), ("homophone_acc", "homophone acc
 def _cells(rows: Sequence[dict]) -> list[tuple]:
     seen: list[tuple] = []
     for r in rows:
-        key = (r["subset"], r["init"], r["method"], r["kt_weight"])
+        key = _key(r)
         if key not in seen:
             seen.append(key)
     return seen
 
 
+def _key(r: dict) -> tuple:
+    return (r["subset"], r["init"], r["method"], float(r["kt_weight"]), r.get("variant") or "")
+
+
 def _by_seed(rows: Sequence[dict], key: tuple, metric: str) -> dict[int, float]:
-    return {
-        r["seed"]: float(r[metric])
-        for r in rows
-        if (r["subset"], r["init"], r["method"], r["kt_weight"]) == key and r[metric] is not None
-    }
+    return {r["seed"]: float(r[metric]) for r in rows if _key(r) == key and r[metric] is not None}
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
@@ -40,14 +40,14 @@ def markdown_table(rows: Sequence[dict]) -> str:
     head += " | Δ WER vs baseline (paired) | Δ CER | Δ homophone acc. | s / run |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for key in _cells(rows):
-        subset, init, method, lam = key
+        subset, init, method, lam, variant = key
         cells = []
         n = len(_by_seed(rows, key, "wer"))
         for metric, _ in _METRICS:
             values = list(_by_seed(rows, key, metric).values())
             m, s = mean_sd(values)
             cells.append(f"{m:.2f} ± {s:.2f}")
-        base = (subset, init, "baseline", 0.0)
+        base = (subset, init, "baseline", 0.0, "")
         diffs = []
         for metric, _ in _METRICS:
             mine, theirs = _by_seed(rows, key, metric), _by_seed(rows, base, metric)
@@ -63,7 +63,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
                     diffs.append(cmp.format())
         seconds = mean_sd(list(_by_seed(rows, key, "train_seconds").values()))[0]
         lam_text = "—" if method == "baseline" else f"{lam:g}"
-        lines.append(f"| {subset} | {init} | {method} | {lam_text} | {n} | " + " | ".join(cells + diffs)
+        name = f"{method} ({variant})" if variant else method
+        lines.append(f"| {subset} | {init} | {name} | {lam_text} | {n} | " + " | ".join(cells + diffs)
                      + f" | {seconds:.0f} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -72,7 +73,7 @@ def control_line(rows: Sequence[dict]) -> str:
     """The pretraining control: the baseline from the pretrained encoder vs from random weights (paired seeds)."""
     parts = []
     for subset in sorted({r["subset"] for r in rows}):
-        pre, rand = (subset, "pretrained", "baseline", 0.0), (subset, "random", "baseline", 0.0)
+        pre, rand = (subset, "pretrained", "baseline", 0.0, ""), (subset, "random", "baseline", 0.0, "")
         for metric, name in (("wer", "WER"), ("cer", "CER")):
             a, b = _by_seed(rows, pre, metric), _by_seed(rows, rand, metric)
             if len(set(a) & set(b)) >= 2:
@@ -98,7 +99,7 @@ def plot_results(rows: Sequence[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(subsets), figsize=(5.5 * len(subsets), 3.8), squeeze=False)
     for ax, (subset, init) in zip(axes[0], subsets):
         keys = [k for k in _cells(rows) if k[:2] == (subset, init)]
-        labels = [k[2] if k[2] == "baseline" else f"{k[2]}\nλ={k[3]:g}" for k in keys]
+        labels = [k[2] if k[2] == "baseline" else f"{k[2]}\nλ={k[3]:g}" + (f"\n{k[4]}" if k[4] else "") for k in keys]
         seeds = sorted({r["seed"] for r in rows if (r["subset"], r["init"]) == (subset, init)})
         for seed in seeds:
             ys = [_by_seed(rows, k, "wer").get(seed) for k in keys]
