@@ -116,12 +116,14 @@ def plot_results(rows: Sequence[dict], path: Path) -> None:
 
 
 def plot_curves(run_dirs: dict[str, Path], path: Path) -> None:
-    """Validation curves over updates of the given runs ``{label: run folder}``: WER, ``kt_cosine`` (RL),
-    ``kt_accuracy`` (CL) and ``loss_quantity`` (CIF's mean |Σα − N| per utterance)."""
+    """Validation curves over updates of the given runs ``{label: run folder}``: CER, ``kt_cosine`` (RL),
+    ``kt_accuracy`` (CL), ``loss_quantity`` (CIF's mean |Σα − N| per utterance) and ``kt_count_error`` (tokens
+    CIF's inference path fires vs N)."""
     plt = _pyplot()
-    panels = (("wer", "valid WER %"), ("kt_cosine", "valid kt_cosine (RL)"),
-              ("kt_accuracy", "valid kt_accuracy % (CL)"), ("loss_quantity", "valid |Σα − N| (CIF)"))  # fmt: skip
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.4))
+    panels = (("uer", "valid CER % (uer)"), ("kt_cosine", "valid kt_cosine (RL)"),
+              ("kt_accuracy", "valid kt_accuracy % (CL)"), ("loss_quantity", "valid |Σα − N| (CIF, training α)"),
+              ("kt_count_error", "valid |fired − N| (CIF inference)"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 3.4))
     for label, folder in run_dirs.items():
         records = read_log(folder / "train.log")
         for ax, (metric, _) in zip(axes, panels):
