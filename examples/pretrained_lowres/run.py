@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = tuple(int(s) for s in args.seeds.split(","))
     few = tuple(int(s) for s in args.few_seeds.split(","))
     setting = experiment.prepare(Path(args.workdir).resolve(), args.pretrain_updates, args.pretrained)
+    restored = experiment.restore_rows(setting, Path(args.out) / "runs.csv")
+    if restored:
+        print(f"[resume] {restored} finished runs taken from {Path(args.out) / 'runs.csv'}", flush=True)
     plan = stages(seeds, few, args.max_update, args.max_update_1h)
     chosen = args.stage or list(plan)
     if not args.report_only:

@@ -184,6 +184,23 @@ def run_grid(setting: Setting, cells: Iterable[Cell], workers: int = 1) -> list[
         return list(pool.map(one, enumerate(jobs, 1)))
 
 
+def restore_rows(setting: Setting, csv_path: Path) -> int:
+    """Mark the runs listed in a committed ``runs.csv`` as finished (their ``row.json``), so that a fresh work folder
+    resumes the experiment where the committed results stop; returns how many were restored."""
+    if not csv_path.is_file():
+        return 0
+    restored = 0
+    for row in read_csv(csv_path):
+        row["variant"] = row.get("variant") or ""
+        cell = Cell(row["subset"], row["method"], float(row["kt_weight"]) or 0.3, (row["seed"],), init=row["init"],
+                    variant=row["variant"])  # fmt: skip
+        done = run_dir(setting, cell, row["seed"]) / "row.json"
+        if not done.is_file():
+            atomic_write_json(done, row)
+            restored += 1
+    return restored
+
+
 def collect_rows(setting: Setting) -> list[dict]:
     """Rows of every finished run under ``WORK/runs``, ordered by subset, initialisation, method, λ, seed."""
     rows = [json.loads(p.read_text(encoding="utf-8")) for p in (setting.work / "runs").glob("*/*/row.json")]

@@ -96,3 +96,25 @@ def test_control_line_pairs_pretrained_with_random_baselines():
     line = control_line(rows)
     assert "10min: baseline CER pretrained − random = -51.33 [" in line and "3/3 better" in line
     assert control_line(rows[:1]) == "Pretraining control: not run yet"
+
+
+def test_committed_rows_resume_a_fresh_work_folder(tmp_path):
+    from fairseq_kt.lowres import experiment
+    from fairseq_kt.lowres.experiment import Cell, Setting
+
+    rows = [
+        {"subset": "10min", "init": "pretrained", "method": "baseline", "kt_weight": 0.0, "variant": "", "seed": 1,
+         "wer": 90.0, "cer": 50.0},
+        {"subset": "10min", "init": "pretrained", "method": "rl_cif", "kt_weight": 0.3, "variant": "", "seed": 1,
+         "wer": 91.0, "cer": 51.0},
+    ]  # fmt: skip
+    experiment.write_csv(tmp_path / "runs.csv", rows)
+    setting = Setting(work=tmp_path / "work", data={}, w2v=tmp_path, w2v_random=tmp_path, gpt2=tmp_path)
+    assert experiment.restore_rows(setting, tmp_path / "runs.csv") == 2
+    assert experiment.restore_rows(setting, tmp_path / "runs.csv") == 0  # already there
+    assert (experiment.run_dir(setting, Cell("10min", "rl_cif", 0.3, (1,)), 1) / "row.json").is_file()
+    got = experiment.collect_rows(setting)
+    assert [(r["method"], r["cer"]) for r in got] == [("baseline", 50.0), ("rl_cif", 51.0)]
+    # run_grid skips them: no training is attempted for finished (cell, seed) pairs
+    done = experiment.run_grid(setting, [Cell("10min", "baseline", 0.3, (1,)), Cell("10min", "rl_cif", 0.3, (1,))])
+    assert [r["cer"] for r in done] == [50.0, 51.0]
