@@ -88,7 +88,8 @@ def synthesize_pools(work: Path, pools: Pools, workers: int = 2) -> dict[str, li
     sizes: dict[str, list[int]] = {}
     for (_, _, _, path), n in zip(jobs, frames):
         sizes.setdefault(path.name.rsplit("_", 1)[0], []).append(n)
-    _write_manifest(work / "pretrain" / "train.tsv", work, "pretrain", sizes["pretrain"])
+    if sizes.get("pretrain"):
+        _write_manifest(work / "pretrain" / "train.tsv", work, "pretrain", sizes["pretrain"])
     return sizes
 
 
