@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 import fairseq_kt  # noqa: F401  (registers ctc_kt / audio_kt)
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig
-from fairseq_kt.testing.synth import synthesize_corpus
 from fairseq_kt.tasks.audio_kt import AudioKtConfig
+from fairseq_kt.testing.synth import synthesize_corpus
 from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2
 
 
