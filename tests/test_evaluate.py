@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -93,11 +94,24 @@ def _cfg(data: Path, w2v: str, *, kt: bool, normalize: bool):
 
 
 def save_finetuned(
-    path: Path, data: Path, *, kt: bool, normalize: bool = False, seed: int = 0, task_state: bool = True
+    path: Path,
+    data: Path,
+    *,
+    kt: bool,
+    normalize: bool = False,
+    seed: int = 0,
+    task_state: bool = True,
+    encoder: Optional[dict] = None,
+    quiet_specials: bool = False,
 ) -> Path:
-    """A fine-tuned wav2vec_ctc checkpoint in the trainer's layout (plugin task/criterion when ``kt``)."""
+    """A fine-tuned wav2vec_ctc checkpoint in the trainer's layout (plugin task/criterion when ``kt``).
+
+    ``encoder``: keyword arguments of ``write_tiny_wav2vec2`` (default :data:`LN_MODEL`); ``quiet_specials``: the
+    model never emits ``<pad>``, ``</s>`` or ``<unk>`` (as a trained one), which transformers' decoding writes
+    differently from fairseq's.
+    """
     w2v = write_tiny_wav2vec2(
-        path.parent / f"w2v_{path.stem}.pt", str(data), normalize=normalize, seed=seed, **LN_MODEL
+        path.parent / f"w2v_{path.stem}.pt", str(data), normalize=normalize, seed=seed, **(encoder or LN_MODEL)
     )
     cfg = _cfg(data, w2v, kt=kt, normalize=normalize)
     stock_task_cfg = cfg.task if not kt else _cfg(data, w2v, kt=False, normalize=normalize).task
@@ -107,6 +121,8 @@ def save_finetuned(
         model = task.build_model(cfg.model)
         with torch.no_grad():
             model.w2v_encoder.proj.weight.normal_(0, 0.5)
+            if quiet_specials:
+                model.w2v_encoder.proj.bias[1:4] = -10.0
     state = {
         "args": None,
         "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),

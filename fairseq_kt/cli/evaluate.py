@@ -2,7 +2,7 @@
 
 Usage::
 
-    fairseq-kt-evaluate CKPT [CKPT ...] --data DIR --subset test [--batch-seconds 100] [--device cpu]
+    fairseq-kt-evaluate CKPT|HF_DIR [CKPT|HF_DIR ...] --data DIR --subset test [--batch-seconds 100] [--device cpu]
                         [--results-dir DIR] [--worst K] [--json] [--plot wer.png]
 
 Reads ``DIR/{subset}.tsv`` (first line: the audio root; then ``relative/path<TAB>num_samples``) and
@@ -17,6 +17,14 @@ References are the label lines post-processed like the hypotheses (``--reference
 instead). The checkpoint's task may be ``audio_kt`` (its teacher LM is never loaded) or ``audio_finetuning``; the
 task is rebuilt as ``audio_finetuning`` on ``--data``. Audio is layer-normalised when the checkpoint's
 ``task.normalize`` is set, as fairseq's datasets do.
+
+A folder in place of a checkpoint is a Hugging Face CTC model (what ``fairseq-kt-export CKPT OUT --format hf``
+writes: ``config.json``, ``preprocessor_config.json``, weights, tokenizer): it is loaded with transformers'
+``AutoModelForCTC`` and ``AutoProcessor`` (any ``...ForCTC`` of the wav2vec2 family: Wav2Vec2, HuBERT, data2vec,
+WavLM...), its processor's feature extractor prepares the audio (its ``do_normalize``), and its emissions go
+through the same decoding: the tokenizer's vocabulary, index for index, with its word delimiter as ``|``, the pad
+token as the CTC blank, references from ``{subset}.ltr`` post-processed as letters. Checkpoints and folders mix in
+one table.
 
 Per checkpoint, the results folder (``--results-dir``, default ``<checkpoint dir>/eval_<subset>/<checkpoint name>``)
 receives ``hypo.word`` and ``ref.word`` (``id<TAB>text`` per line, manifest order, ``id`` = the manifest path),
@@ -46,18 +54,28 @@ __all__ = ["build_parser", "main", "options_from_args"]
 
 PROG = "fairseq-kt-evaluate"
 DESCRIPTION = (
-    "Greedy-CTC WER/CER of fine-tuned wav2vec2 CTC checkpoints (audio_kt/ctc_kt or stock ctc) on one subset; "
-    "writes hypotheses, references, the worst utterances and metrics.json per checkpoint."
+    "Greedy-CTC WER/CER of fine-tuned wav2vec2 CTC checkpoints (audio_kt/ctc_kt or stock ctc) and Hugging Face "
+    "CTC export folders on one subset; writes hypotheses, references, the worst utterances and metrics.json per "
+    "checkpoint."
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-evaluate``."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
-    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="fine-tuned checkpoint(s) to evaluate")
+    parser.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="CKPT",
+        help="fine-tuned checkpoint file(s) and/or Hugging Face CTC folder(s) (fairseq-kt-export --format hf)",
+    )
     parser.add_argument("--data", required=True, help="folder with {subset}.tsv, the label file and dict.{labels}.txt")
     parser.add_argument("--subset", required=True, help="subset name, e.g. test or valid (reads {subset}.tsv)")
-    parser.add_argument("--labels", default=None, help="label file extension (default: the checkpoint's task.labels)")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="label file extension (default: the checkpoint's task.labels; ltr for an HF folder)",
+    )
     parser.add_argument(
         "--reference",
         choices=REFERENCE_SOURCES,
@@ -68,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--post-process",
         choices=POST_PROCESS_MODES,
         default=None,
-        help="how label units become words (default: the checkpoint's criterion.post_process, usually letter)",
+        help="how label units become words (default: the checkpoint's criterion.post_process, usually letter; "
+        "letter for an HF folder)",
     )
     parser.add_argument(
         "--results-dir",

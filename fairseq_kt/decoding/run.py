@@ -1,4 +1,5 @@
-"""Evaluating fine-tuned CTC checkpoints on one subset: options, model forward, decoding, scoring, outputs.
+"""Evaluating fine-tuned CTC checkpoints (fairseq files or Hugging Face export folders) on one subset: options,
+model forward, decoding, scoring, outputs.
 
 :class:`EvalOptions` holds every choice of ``fairseq-kt-evaluate``; :func:`evaluate` runs them all and prints the
 summaries, :func:`evaluate_checkpoint` does one checkpoint.
@@ -32,6 +33,7 @@ __all__ = [
     "decode_all",
     "evaluate",
     "evaluate_checkpoint",
+    "load_model",
     "results_dirs",
 ]
 
@@ -83,8 +85,12 @@ def check_options(opts: EvalOptions) -> EvalOptions:
 
     _check_numbers(opts)
     for path in opts.checkpoints:
-        if not os.path.isfile(path):
-            raise InputError(f"checkpoint {path} not found")
+        if os.path.isdir(path):
+            from fairseq_kt.decoding.hf import check_hf_dir
+
+            check_hf_dir(path)
+        elif not os.path.isfile(path):
+            raise InputError(f"checkpoint {path} not found (a fairseq checkpoint file or a Hugging Face CTC folder)")
     if len({os.path.realpath(p) for p in opts.checkpoints}) != len(opts.checkpoints):
         raise InputError("a checkpoint is given twice")
     if not os.path.isdir(opts.data):
@@ -125,6 +131,9 @@ def _has_frames(model: Any, num_samples: int) -> bool:
 
     if num_samples <= 0:
         return False
+    own_lengths = getattr(model, "output_lengths", None)  # a Hugging Face model (decoding.hf.HfCtcModel)
+    if own_lengths is not None:
+        return int(own_lengths(torch.tensor([num_samples])).item()) > 0
     w2v = getattr(getattr(model, "w2v_encoder", None), "w2v_model", None)
     lengths_fn = getattr(w2v, "_get_feat_extract_output_lengths", None)
     return lengths_fn is None or int(lengths_fn(torch.tensor([num_samples])).item()) > 0
@@ -202,22 +211,37 @@ def _warn(message: str) -> None:
     print(f"fairseq-kt-evaluate: warning: {message}", file=sys.stderr)
 
 
+def load_model(checkpoint: str, data: str) -> tuple[Any, str]:
+    """The :class:`~fairseq_kt.checkpoints.InferenceModel` of a fairseq checkpoint (a file) or of a Hugging Face
+    CTC export (a folder), and its format: ``"fairseq"`` or ``"transformers"``.
+
+    Raises:
+        InputError: naming the checkpoint or folder when it cannot be loaded.
+    """
+    if os.path.isdir(checkpoint):
+        from fairseq_kt.decoding.hf import load_hf_for_inference
+
+        return load_hf_for_inference(checkpoint), "transformers"
+    from fairseq_kt.checkpoints import CheckpointError, load_for_inference
+
+    try:
+        return load_for_inference(checkpoint, data, warn=_warn), "fairseq"
+    except CheckpointError as e:
+        raise InputError(str(e)) from e
+
+
 def evaluate_checkpoint(
     checkpoint: str, name: str, results_dir: str, opts: EvalOptions, cache: dict[tuple, EvalSet]
 ) -> EvalResult:
-    """Load, decode and score one checkpoint (``opts`` checked by :func:`check_options`); write its result files.
+    """Load, decode and score one checkpoint or Hugging Face export folder (``opts`` checked by
+    :func:`check_options`); write its result files.
 
     ``cache`` keeps eval sets between checkpoints that read the same references.
 
     Raises:
         InputError: on an unusable checkpoint or data file. IncompleteError: if not every utterance was decoded.
     """
-    from fairseq_kt.checkpoints import CheckpointError, load_for_inference
-
-    try:
-        loaded = load_for_inference(checkpoint, opts.data, warn=_warn)
-    except CheckpointError as e:
-        raise InputError(str(e)) from e
+    loaded, model_format = load_model(checkpoint, opts.data)
     labels = opts.labels or loaded.labels
     post = opts.post_process or loaded.post_process
     key = (labels, opts.reference, post)
@@ -239,7 +263,7 @@ def evaluate_checkpoint(
         eval_set,
         decoder,
         sample_rate=loaded.sample_rate,
-        normalize=loaded.normalize,
+        normalize=loaded.normalize and model_format == "fairseq",  # an HF model's processor normalises itself
         device=device,
         fp16=opts.fp16,
         batch_samples=max(1, int(opts.batch_seconds * loaded.sample_rate)),
@@ -252,6 +276,7 @@ def evaluate_checkpoint(
         raise IncompleteError(f"{name}: only {scored} of the manifest's {len(eval_set)} utterances were decoded")
     texts = [h or "" for h in hyps]
     info = {
+        "format": model_format,
         "subset": opts.subset,
         "data": os.path.abspath(opts.data),
         "decoding": getattr(decoder, "description", "greedy"),
