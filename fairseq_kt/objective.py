@@ -38,6 +38,8 @@ class TeacherConfig:
         lm_path: the teacher LM (local directory, hub name or ``package:MODULE/SUBDIR``).
         causal: a causal LM (``cl``: shifted-right states) instead of a BERT-like encoder (``rl_*``).
         dtype: the teacher's compute dtype (``float32``, ``float16``, ``bfloat16``).
+        teacher_layer: the teacher layer whose states are the targets (``criterion.teacher_layer``): -1 = the last
+            (the paper's choice), 0 = the embeddings' output, k = the output of layer k, negative = from the end.
         cache_dir: states precomputed by ``fairseq-kt-cache-teacher``; the LM then never runs.
         cache_lowercase, cache_max_tokens: the task's tokenization settings the cache must have been built with
             (None = not checked).
@@ -46,6 +48,7 @@ class TeacherConfig:
     lm_path: str
     causal: bool = False
     dtype: str = "float32"
+    teacher_layer: int = -1
     cache_dir: Optional[str] = None
     cache_lowercase: Optional[bool] = None
     cache_max_tokens: Optional[int] = None
@@ -59,6 +62,7 @@ class KtObjective:
 
     Raises:
         fairseq_kt.teacher.model.TeacherLoadError: the LM cannot be loaded.
+        fairseq_kt.teacher.model.TeacherLayerError: ``teacher_layer`` is out of the LM's range.
         FileNotFoundError, ValueError: a missing or mismatched cache (:meth:`TeacherCache.open`).
     """
 
@@ -71,6 +75,7 @@ class KtObjective:
                 cfg.cache_dir,
                 lm_path=cfg.lm_path,
                 causal=cfg.causal,
+                teacher_layer=cfg.teacher_layer,
                 lowercase=cfg.cache_lowercase,
                 max_tokens=cfg.cache_max_tokens,
             )
@@ -82,7 +87,8 @@ class KtObjective:
     def teacher(self) -> Optional[Teacher]:
         """The process-wide frozen teacher, or None when states come from a cache."""
         if self._teacher is None and self.cache is None:
-            self._teacher = get_teacher(self.cfg.lm_path, causal=self.cfg.causal, dtype=self.cfg.dtype)
+            cfg = self.cfg
+            self._teacher = get_teacher(cfg.lm_path, causal=cfg.causal, dtype=cfg.dtype, layer=cfg.teacher_layer)
         return self._teacher
 
     def __getstate__(self) -> dict[str, Any]:

@@ -41,7 +41,9 @@ Configuration (:func:`from_yaml`, :func:`parse_config`) follows the seed's YAML 
 and ``attention``, LM sections ``bert`` and ``gpt2``, learning sections ``representation`` and ``classification``,
 ``learning`` selecting one); :data:`SEED_KEYS` maps its keys onto :class:`~fairseq_kt.modules.heads.KtHeadConfig`,
 whose types, defaults and ranges apply. ``cif.quantity_loss`` is the weight μ: a number >= 0, or ``true`` (μ = 1) /
-``false`` (μ = 0) as the seed's own config writes it.
+``false`` (μ = 0) as the seed's own config writes it. An LM section (``bert`` / ``gpt2``) holds ``model``, and
+optionally ``tokenizer``, ``dtype`` and ``teacher_layer`` (the teacher layer whose states are used, as the
+criterion's ``teacher_layer``: -1 = the last, the default; 0 = the embeddings' output; k = the output of layer k).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from torch import Tensor, nn
 
 from fairseq_kt.modules.heads import FIELD_RANGES, FIELD_TYPES, KtHeadConfig, KtLosses
 from fairseq_kt.objective import KtObjective, TeacherConfig, combine
-from fairseq_kt.teacher.model import DTYPES, Teacher, load_tokenizer, pad_token_ids, tokenize
+from fairseq_kt.teacher.model import DTYPES, Teacher, check_layer, load_tokenizer, pad_token_ids, tokenize
 
 __all__ = ["SEED_KEYS", "KtModule", "SeedConfig", "from_yaml", "parse_config", "valid_mask_to_padding_mask"]
 
@@ -85,7 +87,7 @@ SEED_KEYS: dict[str, dict[str, str]] = {
 }  # fmt: skip
 #: keys that refer to another section (by name or YAML alias), and the LM sections' keys (the teacher's)
 _REFS = {"representation": ("mechanism", "lm"), "classification": ("lm",)}
-_LM_KEYS = {"model": str, "tokenizer": (str, type(None)), "dtype": str}
+_LM_KEYS = {"model": str, "tokenizer": (str, type(None)), "dtype": str, "teacher_layer": int}
 _REQUIRED = {"representation": ("encoder_dim", "mechanism", "lm"), "classification": ("encoder_dim", "lm"),
              "lm": ("model",)}  # fmt: skip
 
@@ -99,12 +101,17 @@ class SeedConfig:
         lm_model: the teacher LM (local directory, hub name or ``package:MODULE/SUBDIR``).
         lm_tokenizer: where the tokenizer is loaded from (``lm_model`` unless the config names another).
         lm_dtype: the teacher's compute dtype.
+        teacher_layer: the teacher layer whose states the head learns from (the LM section's ``teacher_layer``:
+            -1 = the last, 0 = the embeddings' output, k = the output of layer k, negative = from the end).
+        lm_section: the LM section's name (``bert`` or ``gpt2``), for messages.
     """
 
     head: KtHeadConfig
     lm_model: str
     lm_tokenizer: str
     lm_dtype: str = "float32"
+    teacher_layer: int = -1
+    lm_section: str = "bert"
 
 
 # -- configuration -----------------------------------------------------------------------------------------------
@@ -167,8 +174,9 @@ def _check_section(label: str, kind: str, section: Any) -> dict[str, Any]:
         raise ValueError(f"config section {label!r}: missing required key(s) {', '.join(repr(k) for k in missing)}")
     out = dict(section)
     for key, value in section.items():
-        if lm and key in _LM_KEYS and not isinstance(value, _LM_KEYS[key]):
-            raise ValueError(f"config key {label}.{key} must be a string, got {value!r}")
+        if lm and key in _LM_KEYS and (isinstance(value, bool) or not isinstance(value, _LM_KEYS[key])):
+            kind = "an integer" if _LM_KEYS[key] is int else "a string"
+            raise ValueError(f"config key {label}.{key} must be {kind}, got {value!r}")
         if not lm and key in SEED_KEYS[kind]:
             out[key] = _typed(label, key, value, SEED_KEYS[kind][key])
     if not isinstance(section.get("name"), str):
@@ -227,7 +235,7 @@ def _check_top_level(config: Any) -> None:
             )
 
 
-def _teacher_settings(lm_label: str, lm: Mapping[str, Any]) -> dict[str, str]:
+def _teacher_settings(lm_label: str, lm: Mapping[str, Any]) -> dict[str, Any]:
     """The LM section as :class:`SeedConfig`'s ``lm_*`` fields.
 
     Raises:
@@ -243,7 +251,13 @@ def _teacher_settings(lm_label: str, lm: Mapping[str, Any]) -> dict[str, str]:
         raise ValueError(f"config key {lm_label}.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     tokenizer = lm.get("tokenizer")
     tokenizer = tokenizer if tokenizer not in (None, "", _PLACEHOLDER) else lm["model"]
-    return {"lm_model": lm["model"], "lm_tokenizer": tokenizer, "lm_dtype": dtype}
+    return {
+        "lm_model": lm["model"],
+        "lm_tokenizer": tokenizer,
+        "lm_dtype": dtype,
+        "teacher_layer": int(lm.get("teacher_layer", -1)),
+        "lm_section": lm_label,
+    }
 
 
 def parse_config(config: Mapping[str, Any]) -> SeedConfig:
@@ -349,6 +363,7 @@ class KtModule(nn.Module):
 
     Raises:
         fairseq_kt.teacher.model.TeacherLoadError: if the teacher or tokenizer cannot be loaded.
+        fairseq_kt.teacher.model.TeacherLayerError: the LM section's ``teacher_layer`` is out of the LM's range.
     """
 
     def __init__(self, settings: SeedConfig) -> None:
@@ -358,8 +373,14 @@ class KtModule(nn.Module):
         self.encoder_dim = settings.head.encoder_dim
         #: μ, the weight of ``quantity_loss`` in the total loss (0 unless the mechanism is CIF)
         self.quantity_weight = settings.head.mu
+        check_layer(settings.lm_model, settings.teacher_layer, key=f"{settings.lm_section}.teacher_layer")
         self.objective = KtObjective(
-            TeacherConfig(settings.lm_model, causal=self.method == "cl", dtype=settings.lm_dtype)
+            TeacherConfig(
+                settings.lm_model,
+                causal=self.method == "cl",
+                dtype=settings.lm_dtype,
+                teacher_layer=settings.teacher_layer,
+            )
         )
         self._tokenizer: Any = None  # a plain attribute: never pickled (looked up again on use)
         self._truncation_warned = False

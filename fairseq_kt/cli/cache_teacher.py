@@ -2,13 +2,15 @@
 
 Usage::
 
-    fairseq-kt-cache-teacher --data DIR --subset train [valid ...] --lm-path LM [--causal] [--dtype float16]
+    fairseq-kt-cache-teacher --data DIR --subset train [valid ...] --lm-path LM [--causal] [--teacher-layer -1]
+        [--dtype float16]
         [--batch-size 64] [--text-labels wrd] [--lm-text-case lower] [--max-tokens 0] [--out DIR/teacher_cache]
         [--device auto] [--force] [--quiet]
 
 Transcripts are tokenized exactly as the ``audio_kt`` task tokenizes them (so pass the task's ``text_labels``,
-``lm_text_case`` and ``lm_max_tokens``); training with ``criterion.teacher_cache=OUT`` then reads the states instead
-of running the teacher. Several subsets share one cache directory. Re-running on unchanged inputs does nothing;
+``lm_text_case`` and ``lm_max_tokens``, and the criterion's ``teacher_layer``); training with
+``criterion.teacher_cache=OUT`` then reads the states instead of running the teacher. Several subsets share one
+cache directory. Re-running on unchanged inputs does nothing;
 a changed transcript file rebuilds that subset. See :mod:`fairseq_kt.teacher.cache` for the file format.
 
 Exit status: 0 on success, 1 when an output cannot be written, 2 on usage or input errors (one line on stderr).
@@ -31,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-cache-teacher``."""
     parser = OneLineErrorParser(
         prog=PROG,
-        description="Run a frozen teacher LM once over a split's transcripts and store its last hidden states, so "
-        "that ctc_kt training (criterion.teacher_cache=OUT) reads them instead of running the LM every step.",
+        description="Run a frozen teacher LM once over a split's transcripts and store the hidden states of one of "
+        "its layers (the last by default), so that ctc_kt training (criterion.teacher_cache=OUT) reads them instead "
+        "of running the LM every step.",
     )
     parser.add_argument("--data", required=True, help="the audio_kt task's data directory (task.data)")
     parser.add_argument(
@@ -48,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="causal LM teacher for kt_method=cl (shifted-right states); "
         "default: BERT-like teacher for rl_cif / rl_attention",
+    )
+    parser.add_argument(
+        "--teacher-layer",
+        type=int,
+        default=-1,
+        help="as criterion.teacher_layer: the teacher layer whose states are stored (-1 = the last, 0 = the "
+        "embeddings' output, k = the output of layer k, negative = counted from the end); training checks it",
     )
     parser.add_argument(
         "--dtype",
@@ -121,6 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     args.lm_path,
                     out,
                     causal=args.causal,
+                    teacher_layer=args.teacher_layer,
                     dtype=args.dtype,
                     batch_size=args.batch_size,
                     text_labels=args.text_labels,

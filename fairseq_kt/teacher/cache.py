@@ -4,13 +4,14 @@
 transcripts exactly as the ``audio_kt`` task does (line → lower-case if asked →
 :func:`fairseq_kt.teacher.model.tokenize` truncated to the task's ``lm_max_tokens``), runs
 :meth:`fairseq_kt.teacher.model.Teacher.hidden_states` over the distinct token sequences and stores, per sequence,
-its N×D last hidden states. :class:`TeacherCache` maps a padded batch of token ids back to a
-B×N×D float32 tensor equal to what the teacher would return for that batch (up to the storage dtype's precision).
+its N×D hidden states of the chosen teacher layer (``--teacher-layer``, default the last). :class:`TeacherCache`
+maps a padded batch of token ids back to a B×N×D float32 tensor equal to what the teacher would return for that
+batch (up to the storage dtype's precision).
 
 Sequences are found by the hash of their token ids, so a cache serves any split or dataset order, and identical
 transcripts share one entry. Several subsets may live in one directory; each has its own shard::
 
-    DIR/meta.json                  format, LM fingerprint, dtype, dim, vocab size, one entry per subset
+    DIR/meta.json                  format, LM fingerprint (teacher layer included), dtype, dim, vocab size, subsets
     DIR/{subset}.{build}.states.npy  sum_N × D states of the subset's distinct sequences, concatenated (fp16 default)
     DIR/{subset}.{build}.keys.npy    U × 16 uint8: blake2b-128 of each sequence's token ids (int64 little-endian)
     DIR/{subset}.{build}.index.npy   U × 2 int64: (row offset into states, token count)
@@ -130,13 +131,14 @@ def lm_directory(lm_path: str) -> str:
     return os.path.dirname(os.path.realpath(config))
 
 
-def fingerprint(lm_path: str, causal: bool) -> dict:
+def fingerprint(lm_path: str, causal: bool, teacher_layer: int = -1) -> dict:
     """What identifies the teacher whose states a cache holds.
 
     Returns:
         ``{"lm_path": resolved directory, "config": hash of config.json, "weights": {file: {size, hash, method}},
-        "tokenizer": hash of the tokenizer files, "causal": bool}``. Only the content parts decide whether a cache
-        matches (:meth:`TeacherCache.open`); the path is informative, so a copied or moved LM still matches.
+        "tokenizer": hash of the tokenizer files, "causal": bool, "teacher_layer": int}``. Only the content parts
+        and the layer decide whether a cache matches (:meth:`TeacherCache.open`); the path is informative, so a
+        copied or moved LM still matches. A cache written before the layer was recorded holds the last layer (-1).
 
     Raises:
         TeacherLoadError: if the LM's files cannot be found.
@@ -161,6 +163,7 @@ def fingerprint(lm_path: str, causal: bool) -> dict:
         "weights": weights,
         "tokenizer": tok_digest.hexdigest(),
         "causal": bool(causal),
+        "teacher_layer": int(teacher_layer),
     }
 
 
@@ -171,6 +174,12 @@ def _fingerprint_differences(cached: Mapping[str, Any], current: Mapping[str, An
         diffs.append(
             f"causal flag: the cache holds {kinds[bool(cached.get('causal'))]}'s states, "
             f"the criterion needs {kinds[bool(current['causal'])]}'s"
+        )
+    cached_layer, layer = int(cached.get("teacher_layer", -1)), int(current.get("teacher_layer", -1))
+    if cached_layer != layer:
+        diffs.append(
+            f"teacher layer: the cache holds layer {cached_layer}'s states (--teacher-layer {cached_layer}), "
+            f"the criterion needs layer {layer}'s (criterion.teacher_layer={layer})"
         )
     if cached.get("config") != current["config"]:
         diffs.append("LM: its config.json differs")
@@ -184,8 +193,9 @@ def _fingerprint_differences(cached: Mapping[str, Any], current: Mapping[str, An
 # -- meta.json ----------------------------------------------------------------------------------------------------
 
 
-def _rebuild_command(data: str, subset: str, lm_path: str, causal: bool, out: str) -> str:
-    return f"{PROG} --data {data} --subset {subset} --lm-path {lm_path}{' --causal' if causal else ''} --out {out}"
+def _rebuild_command(data: str, subset: str, lm_path: str, causal: bool, out: str, layer: int = -1) -> str:
+    options = (" --causal" if causal else "") + (f" --teacher-layer {layer}" if layer != -1 else "")
+    return f"{PROG} --data {data} --subset {subset} --lm-path {lm_path}{options} --out {out}"
 
 
 def _read_meta(directory: str) -> dict:
@@ -260,6 +270,7 @@ class TeacherCache:
         *,
         lm_path: str,
         causal: bool,
+        teacher_layer: int = -1,
         lowercase: Optional[bool] = None,
         max_tokens: Optional[int] = None,
     ) -> TeacherCache:
@@ -269,36 +280,37 @@ class TeacherCache:
             directory: the cache directory.
             lm_path: the teacher the states must come from (compared by content: config, weights, tokenizer).
             causal: True for a CL (causal LM) teacher, False for RL (BERT-like).
+            teacher_layer: the teacher layer the states must come from (``criterion.teacher_layer``).
             lowercase, max_tokens: when given (the task's ``lm_text_case == "lower"`` and resolved truncation
                 length), every subset must have been tokenized with these settings.
 
         Raises:
             FileNotFoundError: no such directory, or no ``meta.json`` (never built, or a build did not finish).
-            ValueError: the cache belongs to another LM, tokenizer or causal flag, was tokenized with other
-                settings, or lacks shard files; the message says what differs and how to rebuild.
+            ValueError: the cache belongs to another LM, tokenizer, causal flag or teacher layer, was tokenized
+                with other settings, or lacks shard files; the message says what differs and how to rebuild.
         """
         directory = os.path.abspath(os.path.expanduser(directory))
-        meta = _open_meta(directory, lm_path, causal)
+        meta = _open_meta(directory, lm_path, causal, teacher_layer)
         subsets: dict[str, dict] = meta.get("subsets", {})
-        hint = _rebuild_command("DATA", "SPLIT", lm_path, causal, directory)
+        hint = _rebuild_command("DATA", "SPLIT", lm_path, causal, directory, teacher_layer)
         if subsets:
             name, first = next(iter(subsets.items()))
-            hint = _rebuild_command(first["data"], name, lm_path, causal, directory) + " --force"
-        diffs = _fingerprint_differences(meta["fingerprint"], fingerprint(lm_path, causal))
+            hint = _rebuild_command(first["data"], name, lm_path, causal, directory, teacher_layer) + " --force"
+        diffs = _fingerprint_differences(meta["fingerprint"], fingerprint(lm_path, causal, teacher_layer))
         diffs += _settings_differences(subsets, lowercase, max_tokens)
         if diffs:
             raise ValueError(
-                f"teacher cache {directory} does not match criterion.lm_path={lm_path!r} (causal={causal}): "
-                + "; ".join(diffs)
-                + f". Rebuild it with {hint}"
+                f"teacher cache {directory} does not match criterion.lm_path={lm_path!r} (causal={causal}, "
+                f"teacher_layer={teacher_layer}): " + "; ".join(diffs) + f". Rebuild it with {hint}"
             )
         if not subsets:
             raise ValueError(f"teacher cache {directory} holds no subset: build one with {hint}")
         shards: list[_Shard] = []
         entries: dict[bytes, tuple[int, int, int]] = {}
         for name, sub in subsets.items():
-            _warn_if_source_changed(name, sub, lm_path, causal, directory)
-            states, keys, index = _load_shard(directory, meta, name, sub, lm_path, causal)
+            rebuild = _rebuild_command(sub["data"], name, lm_path, causal, directory, teacher_layer)
+            _warn_if_source_changed(name, sub, rebuild, directory)
+            states, keys, index = _load_shard(directory, meta, name, sub, rebuild)
             for key, (offset, length) in zip(keys, index.tolist()):
                 entries.setdefault(key.tobytes(), (len(shards), offset, length))
             shards.append(_Shard(name, states))
@@ -366,6 +378,7 @@ class TeacherCache:
             self.lm_path,
             bool(self.meta["fingerprint"]["causal"]),
             self.directory,
+            int(self.meta["fingerprint"].get("teacher_layer", -1)),
         )
         return (
             f"the cache does not hold this transcript: rebuild it with {command} "
@@ -374,7 +387,7 @@ class TeacherCache:
         )
 
 
-def _warn_if_source_changed(name: str, sub: Mapping[str, Any], lm_path: str, causal: bool, out: str) -> None:
+def _warn_if_source_changed(name: str, sub: Mapping[str, Any], rebuild: str, out: str) -> None:
     source = sub.get("source", "")
     if source and os.path.isfile(source) and _hash_file(source) != sub.get("text_hash"):
         logger.warning(
@@ -383,17 +396,17 @@ def _warn_if_source_changed(name: str, sub: Mapping[str, Any], lm_path: str, cau
             out,
             source,
             name,
-            _rebuild_command(sub["data"], name, lm_path, causal, out),
+            rebuild,
         )
 
 
-def _open_meta(directory: str, lm_path: str, causal: bool) -> dict:
+def _open_meta(directory: str, lm_path: str, causal: bool, teacher_layer: int) -> dict:
     """The meta of an existing, finished cache directory.
 
     Raises:
         FileNotFoundError: no such directory, or no ``meta.json``.
     """
-    hint = _rebuild_command("DATA", "SPLIT", lm_path, causal, directory)
+    hint = _rebuild_command("DATA", "SPLIT", lm_path, causal, directory, teacher_layer)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"teacher cache {directory} does not exist: build it with {hint}")
     if not os.path.isfile(os.path.join(directory, META)):
@@ -424,7 +437,7 @@ def _settings_differences(
 
 
 def _load_shard(
-    directory: str, meta: Mapping[str, Any], name: str, sub: Mapping[str, Any], lm_path: str, causal: bool
+    directory: str, meta: Mapping[str, Any], name: str, sub: Mapping[str, Any], rebuild: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(states sum_N×D memory-mapped, keys U×16, index U×2) of one subset, checked against ``meta``.
 
@@ -435,8 +448,7 @@ def _load_shard(
     missing = [p for p in files.values() if not os.path.isfile(p)]
     if missing:
         raise ValueError(
-            f"teacher cache {directory}: subset {name!r} lacks {', '.join(missing)}; rebuild it "
-            f"with {_rebuild_command(sub['data'], name, lm_path, causal, directory)} --force"
+            f"teacher cache {directory}: subset {name!r} lacks {', '.join(missing)}; rebuild it with {rebuild} --force"
         )
     states = np.load(files["states"], mmap_mode="r")
     keys = np.load(files["keys"])

@@ -42,6 +42,7 @@ from fairseq_kt.teacher.cache import (
 )
 from fairseq_kt.teacher.model import (
     Teacher,
+    check_layer,
     lm_max_tokens,
     load_tokenizer,
     pad_token_ids,
@@ -66,6 +67,7 @@ class _Plan:
     out: str
     lm_path: str
     causal: bool
+    teacher_layer: int
     dtype: str
     settings: dict
     text_hash: str
@@ -89,8 +91,9 @@ class _Sequences:
         return int(self.lengths.sum())
 
 
-def _plan(data: str, subset: str, lm_path: str, out: str, *, causal: bool, dtype: str, batch_size: int,
-          text_labels: str, lowercase: bool, max_tokens: int, max_unknown: float) -> tuple[_Plan, Any]:  # fmt: skip
+def _plan(data: str, subset: str, lm_path: str, out: str, *, causal: bool, teacher_layer: int, dtype: str,
+          batch_size: int, text_labels: str, lowercase: bool, max_tokens: int,
+          max_unknown: float) -> tuple[_Plan, Any]:  # fmt: skip
     """Check the arguments and fix what the build is keyed by; return the plan and the teacher's tokenizer.
 
     The transcripts are checked against the teacher's tokenizer as ``audio_kt`` checks them at task load
@@ -129,11 +132,12 @@ def _plan(data: str, subset: str, lm_path: str, out: str, *, causal: bool, dtype
         out=os.path.abspath(os.path.expanduser(out)),
         lm_path=lm_path,
         causal=causal,
+        teacher_layer=int(teacher_layer),
         dtype=dtype,
         settings=settings,
         text_hash=text_hash,
         transcripts_hash=hashlib.blake2b(keyed, digest_size=16).hexdigest(),
-        fingerprint=fingerprint(lm_path, causal),
+        fingerprint=fingerprint(lm_path, causal, teacher_layer),
     )
     return plan, tokenizer
 
@@ -156,7 +160,8 @@ def _cached_summary(plan: _Plan, force: bool, start: float) -> Optional[dict]:
     """The summary of an up-to-date cached subset, or None when it must be built.
 
     Raises:
-        ValueError: ``out`` holds a cache of another teacher or dtype (or an unreadable one) and not ``force``.
+        ValueError: ``out`` holds a cache of another teacher, layer or dtype (or an unreadable one) and not
+            ``force``.
     """
     if not os.path.isfile(os.path.join(plan.out, META)):
         return None
@@ -322,6 +327,7 @@ def build_cache(
     out: str,
     *,
     causal: bool = False,
+    teacher_layer: int = -1,
     dtype: str = "float16",
     batch_size: int = 64,
     text_labels: str = "wrd",
@@ -343,6 +349,8 @@ def build_cache(
         lm_path: the teacher (see :mod:`fairseq_kt.teacher.model`).
         out: cache directory (created; other subsets in it are kept).
         causal: CL teacher (shifted-right causal states) instead of a BERT-like one.
+        teacher_layer: the teacher layer whose states are stored (as ``criterion.teacher_layer``: -1 = the last,
+            0 = the embeddings' output, k = layer k); recorded in ``meta.json`` and checked when the cache is opened.
         dtype: storage dtype, ``float16`` (half the disk and I/O) or ``float32`` (exact).
         batch_size: transcripts per teacher forward pass.
         text_labels, lowercase, max_tokens: the task's ``text_labels``, ``lm_text_case == "lower"`` and
@@ -358,14 +366,16 @@ def build_cache(
 
     Raises:
         FileNotFoundError: missing data directory or transcript file.
-        ValueError: bad arguments, a cache directory of another LM/dtype (without ``force``), states that
+        ValueError: bad arguments, a cache directory of another LM/dtype/layer (without ``force``), states that
             overflow float16.
         TeacherLoadError: the LM cannot be loaded.
+        TeacherLayerError (a ValueError): ``teacher_layer`` is out of the LM's range.
     """
     start = time.monotonic()
-    plan, tokenizer = _plan(data, subset, lm_path, out, causal=causal, dtype=dtype, batch_size=batch_size,
-                            text_labels=text_labels, lowercase=lowercase, max_tokens=max_tokens,
-                            max_unknown=max_unknown)  # fmt: skip
+    plan, tokenizer = _plan(data, subset, lm_path, out, causal=causal, teacher_layer=teacher_layer, dtype=dtype,
+                            batch_size=batch_size, text_labels=text_labels, lowercase=lowercase,
+                            max_tokens=max_tokens, max_unknown=max_unknown)  # fmt: skip
+    check_layer(lm_path, teacher_layer)
     torch_device = resolve_device(device)
     os.makedirs(plan.out, exist_ok=True)
     cached = _cached_summary(plan, force, start)
@@ -373,7 +383,7 @@ def build_cache(
         return cached
 
     seqs = _distinct_sequences(plan, tokenizer)
-    teacher = Teacher(lm_path, causal=causal, dtype="float32").to(torch_device)
+    teacher = Teacher(lm_path, causal=causal, dtype="float32", layer=teacher_layer).to(torch_device)
     shard = f"{subset}.{uuid.uuid4().hex[:SHARD_ID_CHARS]}"
     files = _shard_files(plan.out, shard)
     entry = {

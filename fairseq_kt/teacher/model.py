@@ -32,14 +32,25 @@ logger = logging.getLogger("fairseq_kt.teachers")
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-#: how many teachers this process has loaded (one per distinct (path, kind, dtype)); tests read it
+#: model types whose position ids start after the padding index (RoBERTa's ``create_position_ids_from_input_ids``):
+#: their usable positions are ``max_position_embeddings - pad_token_id - 1``
+OFFSET_POSITION_TYPES = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "roberta-prelayernorm", "xmod",
+     "mpnet", "longformer"}
+)  # fmt: skip
+
+#: how many teachers this process has loaded (one per distinct (path, kind, dtype, layer)); tests read it
 LOAD_COUNT = 0
-_CACHE: dict[tuple[str, bool, str], Teacher] = {}
+_CACHE: dict[tuple[str, bool, str, int], Teacher] = {}
 _LOCK = threading.Lock()
 
 
 class TeacherLoadError(FairseqKtError, RuntimeError):
     """The teacher LM or its tokenizer could not be loaded."""
+
+
+class TeacherLayerError(FairseqKtError, ValueError):
+    """``criterion.teacher_layer`` names a layer the teacher does not have."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,16 +113,73 @@ def load_tokenizer(lm_path: str) -> Any:
     return _load("tokenizer", lm_path, AutoTokenizer)
 
 
-def max_positions(lm_path: str) -> int:
-    """The teacher's maximum sequence length (``max_position_embeddings`` / ``n_positions``) from its config."""
-    from transformers import AutoConfig
+def positions_of(config: Any) -> int:
+    """The sequence length a model with this ``transformers`` config accepts (special tokens included).
 
-    config = _load("config", lm_path, AutoConfig)
+    ``max_position_embeddings`` (``n_positions`` for GPT2), less RoBERTa-like models' position offset
+    (:data:`OFFSET_POSITION_TYPES`: their first position id is ``pad_token_id + 1``); unlimited when the config has
+    no such key.
+    """
     for key in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
+            pad = getattr(config, "pad_token_id", None)
+            if getattr(config, "model_type", "") in OFFSET_POSITION_TYPES and isinstance(pad, int):
+                return max(value - pad - 1, 0)
             return value
     return 1 << 30
+
+
+def max_positions(lm_path: str) -> int:
+    """The teacher's maximum sequence length from its config (:func:`positions_of`)."""
+    from transformers import AutoConfig
+
+    return positions_of(_load("config", lm_path, AutoConfig))
+
+
+def num_layers(config: Any) -> int:
+    """The number of transformer layers of a ``transformers`` config (``num_hidden_layers`` / ``n_layer``).
+
+    Raises:
+        TeacherLoadError: if the config names no layer count.
+    """
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise TeacherLoadError(f"the teacher's config ({type(config).__name__}) has no num_hidden_layers")
+
+
+def layer_index(layer: int, layers: int, lm_path: str, key: str = "criterion.teacher_layer") -> int:
+    """``layer`` as an index into the model's ``hidden_states`` (0 = embeddings output, ``layers`` = last layer).
+
+    Args:
+        layer: 0 = the embeddings' output, k = the output of layer k, negative = counted from the end (-1 = last).
+        layers: the teacher's layer count.
+        lm_path, key: for the message (``key`` is the setting that chose ``layer``).
+
+    Raises:
+        TeacherLayerError: ``layer`` outside ``[-(layers + 1), layers]``.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -(layers + 1) <= layer <= layers:
+        raise TeacherLayerError(
+            f"{key}={layer!r} is out of range: the teacher {lm_path!r} has {layers} layers, so the layer must be "
+            f"in [{-(layers + 1)}, {layers}] (0 = the embeddings' output, k = the output of layer k, -1 = the last "
+            "layer)"
+        )
+    return layer % (layers + 1)
+
+
+def check_layer(lm_path: str, layer: int, key: str = "criterion.teacher_layer") -> int:
+    """:func:`layer_index` of ``layer`` for the teacher ``lm_path``, from its config alone (no weights loaded).
+
+    Raises:
+        TeacherLayerError: ``layer`` out of range (the message names ``key`` and the layer count).
+        TeacherLoadError: the config cannot be loaded.
+    """
+    from transformers import AutoConfig
+
+    return layer_index(layer, num_layers(_load("config", lm_path, AutoConfig)), lm_path, key)
 
 
 def num_special_tokens(tokenizer: Any, causal: bool) -> int:
@@ -132,13 +200,26 @@ def lm_max_tokens(lm_path: str, tokenizer: Any, configured: int = 0) -> int:
 class Teacher:
     """A frozen LM that gives hidden states for transcripts' token ids.
 
+    Any ``transformers`` model that ``AutoModel`` loads and that returns token-level hidden states works: encoders
+    (BERT, RoBERTa, XLM-R, ELECTRA, MiniLM, a character-level Chinese BERT) for RL, causal LMs (GPT2, Llama-
+    and Qwen2-style models) for CL. Special tokens come from the tokenizer (``cls_token``/``sep_token``: ``[CLS]``/
+    ``[SEP]`` or ``<s>``/``</s>``; a causal LM's start token is its BOS, else its EOS).
+
     Args:
         lm_path: see the module docstring.
         causal: False for a BERT-like encoder (RL targets), True for a causal LM (CL queries).
         dtype: the teacher's compute dtype (``float32``, ``float16``, ``bfloat16``); outputs are float32.
+        layer: whose states are returned: -1 = the last layer (the model's output, after any final LayerNorm, as
+            in the paper), 0 = the embeddings' output, k = the output of layer k, negative = counted from the end
+            (``criterion.teacher_layer``).
+
+    Raises:
+        TeacherLoadError: the model or tokenizer cannot be loaded, or a causal LM has neither BOS nor EOS.
+        TeacherLayerError: ``layer`` out of range.
+        ValueError: an unknown ``dtype``.
     """
 
-    def __init__(self, lm_path: str, causal: bool = False, dtype: str = "float32") -> None:
+    def __init__(self, lm_path: str, causal: bool = False, dtype: str = "float32", layer: int = -1) -> None:
         from transformers import AutoModel
 
         if dtype not in DTYPES:
@@ -150,8 +231,12 @@ class Teacher:
         self.model = _load("model", lm_path, AutoModel, dtype=self.dtype)
         self.model.eval()
         self.model.requires_grad_(False)
-        self.dim = int(self.model.config.hidden_size)
-        self.max_positions = max_positions(lm_path)
+        config = self.model.config
+        self.dim = int(config.hidden_size)
+        self.num_layers = num_layers(config)
+        self.layer = layer
+        self.layer_index = layer_index(layer, self.num_layers, lm_path)
+        self.max_positions = positions_of(config)
         self.num_special = num_special_tokens(self.tokenizer, causal)
         if causal:
             start = self.tokenizer.bos_token_id
@@ -162,6 +247,7 @@ class Teacher:
             self.start_id = int(start)
         self.cls_id = self.tokenizer.cls_token_id
         self.sep_id = self.tokenizer.sep_token_id
+        self.pad_id = _pad_id(self.tokenizer, config)
         self.vocab_size = int(self.model.get_input_embeddings().weight.shape[0])
 
     @property
@@ -174,25 +260,68 @@ class Teacher:
         return self
 
     def output_embeddings(self) -> Tensor:
-        """V×D token embedding matrix (GPT2 ties its output layer to it), detached, float32."""
-        return self.model.get_input_embeddings().weight.detach().float()
+        """V×D token embedding matrix (GPT2 ties its output layer to it), detached, float32.
+
+        Raises:
+            ValueError: the embeddings are narrower than the hidden size (ELECTRA-like), so they cannot classify
+                D-wide states.
+        """
+        weight = self.model.get_input_embeddings().weight.detach().float()
+        if weight.shape[1] != self.dim:
+            raise ValueError(
+                f"lm_path={self.lm_path!r}: its token embeddings are {weight.shape[1]} wide, its hidden states "
+                f"{self.dim}: a cl head cannot tie its classifier to them (set criterion.tie_embeddings=false)"
+            )
+        return weight
+
+    def frame(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The model's input for B×N transcript tokens: (ids B×M, attention mask B×M bool, offset of token 0).
+
+        BERT-like: ``[CLS] t_0 .. t_{n-1} [SEP]`` per item (each present only if the tokenizer has it), padding
+        after ``[SEP]``. Causal: ``<start> t_0 .. t_{N-2}`` (M = N), so output t has read tokens before t only.
+        Padding holds the pad id (the tokenizer's, else the config's, else 0) and is masked.
+        """
+        bsz, num = tokens.shape
+        valid = torch.arange(num, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
+        body = tokens.masked_fill(~valid, self.pad_id)
+        if self.causal:
+            start = body.new_full((bsz, 1), self.start_id)
+            ids = torch.cat([start, body[:, :-1]], dim=1)[:, :num]
+            mask = torch.cat([valid.new_ones(bsz, 1), valid[:, :-1]], dim=1)[:, :num]
+            return ids, mask, 0
+        offset = int(self.cls_id is not None)
+        width = num + offset + int(self.sep_id is not None)
+        ids = body.new_full((bsz, width), self.pad_id)
+        mask = valid.new_zeros(bsz, width)
+        ids[:, offset : offset + num] = body
+        mask[:, offset : offset + num] = valid
+        rows = torch.arange(bsz, device=ids.device)
+        if self.cls_id is not None:
+            ids[:, 0] = self.cls_id
+            mask[:, 0] = True
+        if self.sep_id is not None:  # [SEP] right after each item's last token
+            ids[rows, lengths + offset] = self.sep_id
+            mask[rows, lengths + offset] = True
+        return ids, mask, offset
 
     @torch.no_grad()
     def hidden_states(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """Last-layer hidden states aligned with the transcript tokens.
+        """The chosen layer's hidden states aligned with the transcript tokens.
 
         Args:
             tokens: B×N long token ids (no special tokens), right-padded with any value.
             lengths: B valid counts.
 
         Returns:
-            B×N×D float32. BERT-like: the states of the N transcript tokens, computed with ``[CLS] ... [SEP]``
-            around them as in pre-training (the special positions are dropped). Causal: the states *shifted
-            right*: position t holds the state after reading ``<start> t_0 .. t_{t-1}``, where ``<start>`` is the
-            tokenizer's BOS (GPT2: ``<|endoftext|>``), so position t never sees token t.
+            B×N×D float32, zeros at padding. BERT-like: the states of the N transcript tokens, computed with
+            ``[CLS] ... [SEP]`` (RoBERTa/XLM-R: ``<s> ... </s>``) around them as in pre-training (the special
+            positions are dropped). Causal: the states *shifted right*: position t holds the state after reading
+            ``<start> t_0 .. t_{t-1}``, where ``<start>`` is the tokenizer's BOS (GPT2: ``<|endoftext|>``, Llama:
+            ``<s>``), else its EOS (Qwen2: ``<|endoftext|>``), so position t never sees token t.
 
         Raises:
-            ValueError: if a transcript plus special tokens exceeds the teacher's maximum positions.
+            ValueError: a transcript plus special tokens exceeds the teacher's maximum positions, or a token id is
+                beyond the teacher's embeddings.
         """
         self.to(tokens.device)
         bsz, num = tokens.shape
@@ -202,46 +331,46 @@ class Teacher:
                 f"{self.max_positions} positions (lm_path={self.lm_path!r}); the task truncates transcripts "
                 "to fit, so this batch did not come from audio_kt"
             )
-        valid = torch.arange(num, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        body = tokens.masked_fill(~valid, pad_id)
-        if self.causal:
-            start = body.new_full((bsz, 1), self.start_id)
-            ids = torch.cat([start, body[:, :-1]], dim=1) if num > 0 else start[:, :0]
-            mask = torch.cat([valid.new_ones(bsz, 1), valid[:, :-1]], dim=1) if num > 0 else valid
-            offset = 0
-        else:
-            parts, mparts, offset = [], [], 0
-            if self.cls_id is not None:
-                parts.append(body.new_full((bsz, 1), self.cls_id))
-                mparts.append(valid.new_ones(bsz, 1))
-                offset = 1
-            parts.append(body)
-            mparts.append(valid)
-            if self.sep_id is not None:
-                parts.append(body.new_full((bsz, 1), pad_id))
-                mparts.append(valid.new_zeros(bsz, 1))
-            ids = torch.cat(parts, dim=1)
-            mask = torch.cat(mparts, dim=1)
-            if self.sep_id is not None:  # [SEP] right after each item's last token
-                ids[torch.arange(bsz, device=ids.device), lengths + offset] = self.sep_id
-                mask[torch.arange(bsz, device=ids.device), lengths + offset] = True
-        if ids.shape[1] == 0:
+        ids, mask, offset = self.frame(tokens, lengths)
+        if num == 0:
             return torch.zeros(bsz, num, self.dim, device=tokens.device)
-        out = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        out = out[:, offset : offset + num].float()
+        top = int(ids.max())
+        if top >= self.vocab_size or int(ids.min()) < 0:
+            raise ValueError(
+                f"token id {top} is beyond the {self.vocab_size} embeddings of the teacher {self.lm_path!r}: the "
+                "token ids were not made by its tokenizer"
+            )
+        out = self._forward(ids, mask)[:, offset : offset + num].float()
+        valid = torch.arange(num, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
         return out.masked_fill(~valid.unsqueeze(-1), 0.0)
 
+    def _forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """B×M×D states of the chosen layer (the last: ``last_hidden_state``; else ``hidden_states[layer]``)."""
+        if self.layer_index == self.num_layers:
+            return self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        return out.hidden_states[self.layer_index]
 
-def get_teacher(lm_path: str, causal: bool = False, dtype: str = "float32") -> Teacher:
-    """The process-wide teacher for ``(lm_path, causal, dtype)``, loaded on first use (thread-safe)."""
+
+def _pad_id(tokenizer: Any, config: Any) -> int:
+    """The id that fills padding: the tokenizer's pad token, else the model config's, else 0 (always masked)."""
+    for value in (tokenizer.pad_token_id, getattr(config, "pad_token_id", None)):
+        if isinstance(value, int) and value >= 0:
+            return value
+    return 0
+
+
+def get_teacher(lm_path: str, causal: bool = False, dtype: str = "float32", layer: int = -1) -> Teacher:
+    """The process-wide teacher for ``(lm_path, causal, dtype, layer)``, loaded on first use (thread-safe)."""
     global LOAD_COUNT
-    key = (lm_path, causal, dtype)
+    key = (lm_path, causal, dtype, layer)
     with _LOCK:
         teacher = _CACHE.get(key)
         if teacher is None:
-            logger.info("loading the %s teacher %s (%s)", "causal" if causal else "encoder", lm_path, dtype)
-            teacher = Teacher(lm_path, causal=causal, dtype=dtype)
+            logger.info(
+                "loading the %s teacher %s (%s, layer %d)", "causal" if causal else "encoder", lm_path, dtype, layer
+            )
+            teacher = Teacher(lm_path, causal=causal, dtype=dtype, layer=layer)
             _CACHE[key] = teacher
             LOAD_COUNT += 1
     return teacher
