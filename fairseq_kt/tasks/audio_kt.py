@@ -8,9 +8,10 @@ from typing import Any, Optional
 import torch
 from fairseq.data import data_utils
 from fairseq.dataclass import ChoiceEnum
+from fairseq.models.hubert.hubert_asr import HubertCtcConfig
 from fairseq.tasks import register_task
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig, AudioFinetuningTask
-from omegaconf import II
+from omegaconf import II, DictConfig, open_dict
 
 from fairseq_kt import patches
 from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
@@ -229,9 +230,80 @@ class AudioKtTask(AudioFinetuningTask):
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
 
     def build_model(self, model_cfg: Any, from_checkpoint: bool = False) -> Any:
+        """fairseq's model (``wav2vec_ctc``, ``hubert_ctc``); records the width of the states its CTC projection reads.
+
+        A ``hubert_ctc`` model's unused pre-training label embeddings are emptied
+        (:func:`drop_hubert_label_embeddings`) so that its checkpoints reload without HuBERT's label dictionaries.
+        """
         model = super().build_model(model_cfg, from_checkpoint)
+        if isinstance(model_cfg, DictConfig) and model_cfg.get("_name") == "hubert_ctc":
+            drop_hubert_label_embeddings(model, model_cfg)
         self.encoder_dim = encoder_dim_of(model)
         return model
+
+
+def register_data2vec_audio() -> bool:
+    """Register fairseq's ``data2vec_audio`` model (shipped in ``fairseq/examples/data2vec``) unless it is already.
+
+    ``wav2vec_ctc`` fine-tunes (and reloads) a data2vec-audio checkpoint by building the model its
+    ``cfg.model._name`` names, which fairseq registers only when ``examples/data2vec`` is the user directory; this
+    plugin is the user directory, so importing this module registers it.
+
+    Returns:
+        True when the model is registered (now or before), False when this fairseq does not ship it.
+    """
+    from fairseq.models import MODEL_REGISTRY
+
+    if "data2vec_audio" not in MODEL_REGISTRY:
+        try:
+            import fairseq.examples.data2vec.models.data2vec_audio  # noqa: F401  (registers data2vec_audio)
+        except ImportError:
+            return False
+    return "data2vec_audio" in MODEL_REGISTRY
+
+
+@dataclass
+class HubertCtcKtConfig(HubertCtcConfig):
+    autoregressive: bool = field(
+        default=False, metadata={"help": "read by fairseq's HubertEncoder; false for CTC (no decoder)"}
+    )
+
+
+def register_hubert_ctc_config() -> None:
+    """Give fairseq's ``hubert_ctc`` model the ``autoregressive`` key its encoder reads (fairseq issue 4916).
+
+    ``HubertEncoder`` reads ``cfg.autoregressive``, which ``HubertCtcConfig`` lacks: building the model from a
+    checkpoint's configuration (evaluation, export) fails with ``Key 'autoregressive' not in 'HubertCtcConfig'``.
+    The registered configuration of ``hubert_ctc`` becomes :class:`HubertCtcKtConfig` (the same fields plus that
+    key, default false); configurations and checkpoints written with either load.
+    """
+    from fairseq.models import MODEL_DATACLASS_REGISTRY, MODEL_REGISTRY
+
+    model = MODEL_REGISTRY.get("hubert_ctc")
+    if model is None or "autoregressive" in MODEL_DATACLASS_REGISTRY["hubert_ctc"].__dataclass_fields__:
+        return
+    MODEL_DATACLASS_REGISTRY["hubert_ctc"] = HubertCtcKtConfig
+    setattr(model, "__dataclass", HubertCtcKtConfig)
+
+
+def drop_hubert_label_embeddings(model: Any, model_cfg: DictConfig) -> None:
+    """Empty a ``hubert_ctc`` model's pre-training label embeddings and record no pre-training labels for it.
+
+    HuBERT keeps the embeddings of its k-means pre-training labels (``label_embs_concat``), which CTC fine-tuning
+    never uses; fairseq rebuilds them from the label dictionaries (``{data}/dict.km.txt``) whenever a fine-tuned
+    checkpoint is loaded, so evaluation would need those files. Emptied (zero rows, frozen) and with
+    ``model.w2v_args.task.labels = []``, the model rebuilds without them and its output is unchanged.
+    """
+    inner = getattr(getattr(model, "w2v_encoder", None), "w2v_model", None)
+    embeddings = getattr(inner, "label_embs_concat", None)
+    w2v_args = model_cfg.get("w2v_args")
+    if embeddings is None or w2v_args is None or w2v_args.task.get("_name") != "hubert_pretraining":
+        return
+    if embeddings.numel():
+        inner.label_embs_concat = torch.nn.Parameter(embeddings.new_zeros(0, embeddings.shape[1]), requires_grad=False)
+        inner.num_classes = []
+    with open_dict(w2v_args):
+        w2v_args.task.labels = []
 
 
 def encoder_dim_of(model: Any) -> Optional[int]:
@@ -239,3 +311,8 @@ def encoder_dim_of(model: Any) -> Optional[int]:
     encoder = getattr(model, "w2v_encoder", None)
     proj = getattr(encoder, "proj", None)
     return int(proj.in_features) if proj is not None else None
+
+
+# at import: fine-tuned data2vec-audio and HuBERT checkpoints also load outside this task (evaluation, export)
+register_data2vec_audio()
+register_hubert_ctc_config()
