@@ -270,7 +270,7 @@ class Teacher:
         if weight.shape[1] != self.dim:
             raise ValueError(
                 f"lm_path={self.lm_path!r}: its token embeddings are {weight.shape[1]} wide, its hidden states "
-                f"{self.dim}: a cl head cannot tie its classifier to them (set criterion.tie_embeddings=false)"
+                f"{self.dim}: a cl head cannot tie its classifier to them (set criterion.cl_tie_embeddings=false)"
             )
         return weight
 

@@ -139,7 +139,7 @@ def write_tiny_roberta(
         intermediate_size=2 * hidden_size, max_position_embeddings=max_positions + 2, pad_token_id=1,
         bos_token_id=0, eos_token_id=2, type_vocab_size=1,
     )  # fmt: skip
-    return _save(out, tokenizer, RobertaModel(config, add_pooling_layer=False))
+    return _save(out, tokenizer, RobertaModel(config))
 
 
 def write_tiny_xlm_roberta(
@@ -176,7 +176,7 @@ def write_tiny_xlm_roberta(
         intermediate_size=2 * hidden_size, max_position_embeddings=max_positions + 2, pad_token_id=1,
         bos_token_id=0, eos_token_id=2, type_vocab_size=1,
     )  # fmt: skip
-    return _save(out, tokenizer, XLMRobertaModel(config, add_pooling_layer=False))
+    return _save(out, tokenizer, XLMRobertaModel(config))
 
 
 def write_tiny_electra(
@@ -231,7 +231,7 @@ def write_tiny_minilm(
         vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=4,
         intermediate_size=4 * hidden_size, max_position_embeddings=max_positions,
     )  # fmt: skip
-    return _save(out, tokenizer, BertModel(config, add_pooling_layer=False))
+    return _save(out, tokenizer, BertModel(config))
 
 
 def write_tiny_chinese_bert(
@@ -265,7 +265,7 @@ def write_tiny_chinese_bert(
         vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
         intermediate_size=2 * hidden_size, max_position_embeddings=max_positions,
     )  # fmt: skip
-    return _save(out, tokenizer, BertModel(config, add_pooling_layer=False))
+    return _save(out, tokenizer, BertModel(config))
 
 
 def _with_byte_fallback(trained: Any, specials: Sequence[str]) -> Any:
@@ -363,7 +363,7 @@ def _bert(path: str | os.PathLike, texts: Sequence[str]) -> str:
 
 
 def _gpt2(path: str | os.PathLike, texts: Sequence[str]) -> str:
-    return write_tiny_gpt2(path, list(texts) * 3, vocab_size=300)
+    return write_tiny_gpt2(path, list(texts) * 3, vocab_size=300, max_positions=64)
 
 
 @dataclass(frozen=True)
