@@ -166,3 +166,37 @@ def test_readme_serving_lines(models: dict[str, Path], tmp_path: Path, capsys) -
 
 def test_readme_shows_the_tested_serving_lines() -> None:
     assert SERVE in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_hubert_folder_decodes_as_transformers_does(models: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """Any wav2vec2-family ...ForCTC loads through AutoModelForCTC: a tiny HubertForCTC, decoded one utterance at a
+    time by transformers' own tokenizer, gives the same hypotheses."""
+    import soundfile as sf
+    from transformers import HubertConfig, HubertForCTC, Wav2Vec2Processor
+
+    folder = tmp_path / "hubert"
+    shutil.copytree(models["pre_ln"].parent / "hf", folder)  # processor files: tokenizer and feature extractor
+    processor = Wav2Vec2Processor.from_pretrained(folder)
+    config = HubertConfig(vocab_size=len(processor.tokenizer), hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                          num_conv_pos_embedding_groups=4, pad_token_id=processor.tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = HubertForCTC(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 2.0)
+        model.lm_head.bias[1:4] = -10.0  # <pad>, </s>, <unk>: transformers writes them differently from fairseq
+    model.save_pretrained(folder)
+    argv = [str(folder), "--data", str(models["data"]), "--results-dir", str(tmp_path / "r"), "--batch-size", "1"]
+    doc = _evaluate(argv, capsys)  # one at a time: a group-norm extractor normalises over padding
+    assert doc["results"][0]["task"] == "transformers HubertForCTC"
+    hyps = [row[1] for row in read_tsv(Path(doc["results"][0]["results_dir"]) / "hypo.word")]
+    expected = []
+    for i, n in enumerate(LENGTHS):
+        if n < 400:  # shorter than the receptive field
+            expected.append("")
+            continue
+        audio, rate = sf.read(models["data"] / "wav" / f"{i}.wav", dtype="float32")
+        with torch.no_grad():
+            logits = model(processor(audio, sampling_rate=rate, return_tensors="pt").input_values).logits
+        expected.append(" ".join(processor.batch_decode(logits.argmax(-1))[0].split()))
+    assert hyps == expected and len(set(expected)) > 2
