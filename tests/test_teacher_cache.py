@@ -283,3 +283,50 @@ def test_cli_refuses_transcripts_the_tokenizer_cannot_read(tiny_bert, tmp_path, 
     assert f"criterion.lm_path={tiny_bert}" in err and "unknown token" in err
     assert not (tmp_path / "teacher_cache" / "meta.json").exists()
     assert main([*argv, "--max-unknown-lm-tokens", "1.0"]) == 0  # the documented override
+
+
+# -- teacher_layer ------------------------------------------------------------------------------------------------
+
+
+def test_a_cache_holds_one_teacher_layer_and_refuses_another(tiny_bert, tmp_path):
+    data = write_split(tmp_path / "data", LINES)
+    out = tmp_path / "cache"
+    build_cache(str(data), "train", tiny_bert, str(out), teacher_layer=1, dtype="float32", progress=False)
+    assert json.loads((out / "meta.json").read_text())["fingerprint"]["teacher_layer"] == 1
+    cache = TeacherCache.open(str(out), lm_path=tiny_bert, causal=False, teacher_layer=1)
+    tokens, lengths = padded_batch(tiny_bert, LINES[:3])
+    want = Teacher(tiny_bert, layer=1).hidden_states(tokens, lengths)
+    torch.testing.assert_close(cache.lookup(tokens, lengths), want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(want, Teacher(tiny_bert).hidden_states(tokens, lengths))
+
+    message = r"teacher layer: the cache holds layer 1's states \(--teacher-layer 1\), .*criterion\.teacher_layer=-1\)"
+    with pytest.raises(ValueError, match=message):
+        TeacherCache.open(str(out), lm_path=tiny_bert, causal=False)
+    with pytest.raises(ValueError, match=r"another teacher, layer or dtype \(teacher layer: the cache holds layer 1's"):
+        build_cache(str(data), "train", tiny_bert, str(out), dtype="float32", progress=False)
+    assert build_cache(str(data), "train", tiny_bert, str(out), teacher_layer=1, dtype="float32",
+                       progress=False)["status"] == "up to date"  # fmt: skip
+
+
+def test_a_cache_without_a_recorded_layer_holds_the_last(tiny_bert, tmp_path):
+    data = write_split(tmp_path / "data", LINES)
+    out = tmp_path / "cache"
+    build_cache(str(data), "train", tiny_bert, str(out), progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["fingerprint"]["teacher_layer"]  # as written before the layer was recorded
+    (out / "meta.json").write_text(json.dumps(meta))
+    TeacherCache.open(str(out), lm_path=tiny_bert, causal=False)
+    with pytest.raises(ValueError, match="holds layer -1's states"):
+        TeacherCache.open(str(out), lm_path=tiny_bert, causal=False, teacher_layer=0)
+
+
+def test_cli_teacher_layer(tiny_bert, tmp_path, capsys):
+    data = write_split(tmp_path / "data", LINES)
+    out = tmp_path / "cache"
+    argv = ["--data", str(data), "--subset", "train", "--lm-path", tiny_bert, "--out", str(out), "--quiet"]
+    assert main([*argv, "--teacher-layer", "0"]) == 0
+    TeacherCache.open(str(out), lm_path=tiny_bert, causal=False, teacher_layer=0)
+    capsys.readouterr()
+    assert main([*argv, "--teacher-layer", "5", "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "criterion.teacher_layer=5 is out of range" in err and "has 2 layers" in err and "\n" not in err

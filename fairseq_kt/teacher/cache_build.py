@@ -176,8 +176,8 @@ def _cached_summary(plan: _Plan, force: bool, start: float) -> Optional[dict]:
         diffs.append(f"dtype: the cache stores {meta['dtype']}, asked for {plan.dtype}")
     if diffs and not force:
         raise ValueError(
-            f"{plan.out} holds a teacher cache of another teacher or dtype ({'; '.join(diffs)}); pass --force to "
-            "replace it or choose another --out"
+            f"{plan.out} holds a teacher cache of another teacher, layer or dtype ({'; '.join(diffs)}); pass --force "
+            "to replace it or choose another --out"
         )
     current = meta.get("subsets", {}).get(plan.subset)
     if diffs or force or current is None or current["transcripts_hash"] != plan.transcripts_hash:
@@ -274,7 +274,7 @@ def _commit(plan: _Plan, entry: dict, teacher: Teacher) -> list[dict]:
     """Record ``entry`` as the subset's shard in ``meta.json`` (atomically); return the subsets it replaced.
 
     Subsets of the same teacher and dtype that another build added meanwhile are kept; the subset's previous shard,
-    and every subset of another teacher or dtype, are returned for deletion.
+    and every subset of another teacher, layer or dtype, are returned for deletion.
     """
     with _locked(plan.out):
         latest = _read_meta_or_none(plan.out)  # re-read: another build may have added a subset meanwhile
