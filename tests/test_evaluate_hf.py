@@ -105,42 +105,42 @@ def test_vocabulary_becomes_decoder_labels() -> None:
         ctc_labels(Tokenizer(), 8, None, "dir")
 
 
+def _as_pretraining_model(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["Wav2Vec2ForPreTraining"]}))
+
+
+def _without_ctc_head(folder: Path) -> None:
+    """A pretrained encoder labelled as a CTC model: its lm_head would be random."""
+    weights = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("lm_head.")}, folder / "model.safetensors")
+
+
+BROKEN_EXPORTS = {  # name -> (how the export is broken, what the one-line error says after the folder's path)
+    "no_preprocessor": (lambda f: (f / "preprocessor_config.json").unlink(),
+                        " is a folder but not a Hugging Face CTC export: preprocessor_config.json missing"),
+    "pretraining": (_as_pretraining_model, ": config.json declares architectures ['Wav2Vec2ForPreTraining']"),
+    "no_tokenizer": (lambda f: (f / "vocab.json").unlink(),
+                     ": no CTC tokenizer (vocab.json or tokenizer.json missing)"),
+    "no_head": (_without_ctc_head, ": the weights lack 2 of the model's tensors (e.g. lm_head.bias)"),
+}  # fmt: skip
+
+
 def test_folders_that_are_not_ctc_exports(models: dict[str, Path], tmp_path: Path, capsys) -> None:
     base = ["--data", str(models["data"]), "--subset", "test", "--device", "cpu", "--results-dir", str(tmp_path / "r")]
-    export = models["pre_ln"].parent / "hf"
-
     empty = tmp_path / "empty"
     empty.mkdir()
     err = _run_error([str(empty), *base], capsys)
-    assert f"{empty} is a folder but not a Hugging Face CTC export" in err
-    assert "config.json and preprocessor_config.json missing" in err
-
-    no_preprocessor = tmp_path / "no_preprocessor"
-    shutil.copytree(export, no_preprocessor)
-    (no_preprocessor / "preprocessor_config.json").unlink()
-    err = _run_error([str(models["pre_ln"]), str(no_preprocessor), *base], capsys)  # checked before any decoding
-    assert f"{no_preprocessor} is a folder" in err and "preprocessor_config.json missing" in err
-
-    pretraining = tmp_path / "pretraining"
-    shutil.copytree(export, pretraining)
-    config = json.loads((pretraining / "config.json").read_text())
-    (pretraining / "config.json").write_text(json.dumps({**config, "architectures": ["Wav2Vec2ForPreTraining"]}))
-    err = _run_error([str(pretraining), *base], capsys)
-    assert f"{pretraining}: config.json declares architectures ['Wav2Vec2ForPreTraining']" in err
-    assert "not a CTC model" in err
-
-    no_tokenizer = tmp_path / "no_tokenizer"
-    shutil.copytree(export, no_tokenizer)
-    (no_tokenizer / "vocab.json").unlink()
-    err = _run_error([str(no_tokenizer), *base], capsys)
-    assert f"{no_tokenizer}: no CTC tokenizer (vocab.json or tokenizer.json missing)" in err
-
-    no_head = tmp_path / "no_head"  # a pretrained encoder labelled as a CTC model: its lm_head would be random
-    shutil.copytree(export, no_head)
-    weights = load_file(no_head / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.startswith("lm_head.")}, no_head / "model.safetensors")
-    err = _run_error([str(no_head), *base], capsys)  # one line: transformers' own load report is not shown
-    assert f"{no_head}: the weights lack 2 of the model's tensors" in err and "lm_head" in err
+    assert f"{empty} is a folder but not a Hugging Face CTC export: config.json and preprocessor_config.json" in err
+    for name, (breakage, message) in BROKEN_EXPORTS.items():
+        folder = tmp_path / name
+        shutil.copytree(models["pre_ln"].parent / "hf", folder)
+        breakage(folder)
+        err = _run_error([str(folder), *base], capsys)  # one line: transformers' own load report is not shown
+        assert f"{folder}{message}" in err, err
+    assert "not a CTC model" in _run_error([str(tmp_path / "pretraining"), *base], capsys)
+    for name in ("no_preprocessor", "no_tokenizer", "pretraining"):  # found before any model is loaded or run
+        assert str(tmp_path / name) in _run_error([str(models["pre_ln"]), str(tmp_path / name), *base], capsys)
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="transformers' pipeline reads audio files with ffmpeg")

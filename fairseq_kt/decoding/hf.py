@@ -47,8 +47,8 @@ def check_hf_dir(path: str) -> dict[str, Any]:
     """Check that the folder ``path`` is a Hugging Face CTC export; return its ``config.json``.
 
     Raises:
-        InputError: naming the folder and what is missing: a file of :data:`HF_FILES`, a readable configuration,
-            or a ``...ForCTC`` architecture.
+        InputError: naming the folder and what is missing: a file of :data:`HF_FILES`, a tokenizer file of
+            :data:`TOKENIZER_FILES`, a readable configuration, or a ``...ForCTC`` architecture.
     """
     missing = [name for name in HF_FILES if not os.path.isfile(os.path.join(path, name))]
     if missing:
@@ -56,6 +56,8 @@ def check_hf_dir(path: str) -> dict[str, Any]:
             f"{path} is a folder but not a Hugging Face CTC export: {' and '.join(missing)} missing "
             f"(an export holds {' and '.join(HF_FILES)}; a fairseq checkpoint is a file)"
         )
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise InputError(f"{path}: no CTC tokenizer ({' or '.join(TOKENIZER_FILES)} missing)")
     config_file = os.path.join(path, "config.json")
     try:
         with open(config_file, encoding="utf-8") as f:
@@ -183,8 +185,6 @@ def _load_processor(path: str) -> tuple[Any, Any]:
     """The feature extractor and tokenizer of ``AutoProcessor.from_pretrained(path)``."""
     from transformers import AutoProcessor
 
-    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
-        raise InputError(f"{path}: no CTC tokenizer ({' or '.join(TOKENIZER_FILES)} missing)")
     try:
         processor = AutoProcessor.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError) as e:
