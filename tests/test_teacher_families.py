@@ -78,6 +78,11 @@ def test_states_are_the_models_own_output_at_the_transcript_positions(paths, nam
             ref = teacher.model(input_ids=torch.tensor([[teacher.cls_id, *ids, teacher.sep_id]])).last_hidden_state[0]
             ref = ref[1:-1]
         torch.testing.assert_close(states[row, : len(ids)], ref, atol=1e-5, rtol=1e-5)
+    # and the model on the tokenizer's own encoding (token_type_ids and special tokens as the tokenizer makes them)
+    encoded = teacher.tokenizer(sentence(name).lower(), return_tensors="pt")
+    if not teacher.causal or encoded["input_ids"][0, 0] == teacher.start_id:  # Llama: <s> ids
+        own = teacher.model(**encoded).last_hidden_state[0, 1 - int(teacher.causal) :][: len(long)]
+        torch.testing.assert_close(states[1], own, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", CAUSAL)
