@@ -33,9 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fairseq-kt-cache-teacher``."""
     parser = OneLineErrorParser(
         prog=PROG,
-        description="Run a frozen teacher LM once over a split's transcripts and store the hidden states of one of "
-        "its layers (the last by default), so that ctc_kt training (criterion.teacher_cache=OUT) reads them instead "
-        "of running the LM every step.",
+        description="Store a frozen teacher LM's hidden states (one layer, the last by default) of a split's "
+        "transcripts, so that ctc_kt training (criterion.teacher_cache=OUT) reads them instead of running the LM.",
     )
     parser.add_argument("--data", required=True, help="the audio_kt task's data directory (task.data)")
     parser.add_argument(

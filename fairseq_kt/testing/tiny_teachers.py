@@ -35,6 +35,7 @@ from fairseq_kt.testing.tiny_lm import write_tiny_bert, write_tiny_gpt2
 __all__ = [
     "FAMILIES",
     "TeacherFamily",
+    "TinySize",
     "write_tiny_chinese_bert",
     "write_tiny_electra",
     "write_tiny_llama",
@@ -52,18 +53,6 @@ CHINESE_TEXTS = ("你好世界", "小狗找到了一个球", "红色的鸟在公
 
 def _training_texts(texts: Sequence[str]) -> list[str]:
     return [t.lower() for t in texts] + [PANGRAM]
-
-
-def _save(out: Path, tokenizer: Any, model: torch.nn.Module) -> str:
-    tokenizer.save_pretrained(str(out))
-    model.save_pretrained(str(out))
-    return str(out)
-
-
-def _out(path: str | os.PathLike) -> Path:
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _byte_level_bpe(texts: Sequence[str], vocab_size: int, specials: Sequence[str]) -> Any:
@@ -106,20 +95,56 @@ def _bert_like_tokenizer(tokenizer_class: Any, tok: Any) -> Any:
     )
 
 
-def write_tiny_roberta(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    layers: int = 2,
-    max_positions: int = 64,
-    vocab_size: int = 400,
-    seed: int = 0,
-) -> str:
-    """RoBERTa: byte-level BPE, ``<s> ... </s>``, positions offset by ``pad_token_id + 1``.
+@dataclass(frozen=True)
+class TinySize:
+    """A tiny model's sizes: width, depth, attention heads (FFN = ``ffn`` × width), usable positions, weight seed."""
 
-    Args:
-        max_positions: usable positions; ``max_position_embeddings`` is this plus RoBERTa's offset.
+    hidden_size: int = 32
+    layers: int = 2
+    heads: int = 2
+    ffn: int = 2
+    max_positions: int = 64
+    seed: int = 0
+
+    def config_kwargs(self) -> dict[str, int]:
+        """The sizes under the names every ``transformers`` config class here takes."""
+        return {
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "intermediate_size": self.ffn * self.hidden_size,
+        }
+
+
+def _write(path: str | os.PathLike, tokenizer: Any, model_class: Any, config: Any, seed: int) -> str:
+    """Save ``tokenizer`` and a ``model_class(config)`` with weights drawn from ``seed``; return the directory."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out))
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(str(out))
+    return str(out)
+
+
+#: RoBERTa / XLM-R special tokens in vocabulary order (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3)
+ROBERTA_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+
+
+def _write_roberta_like(path: str | os.PathLike, tok: Any, classes: tuple[Any, Any, Any], size: TinySize) -> str:
+    """A RoBERTa-like encoder over the ``tokenizers`` object ``tok`` (whose first entries are
+    :data:`ROBERTA_SPECIALS`); ``classes`` = (tokenizer, config, model) classes. Positions start at pad + 1."""
+    tokenizer_class, config_class, model_class = classes
+    names = dict(zip(("bos_token", "pad_token", "eos_token", "unk_token", "mask_token"), ROBERTA_SPECIALS))
+    tokenizer = tokenizer_class(tokenizer_object=tok, cls_token="<s>", sep_token="</s>", **names)
+    config = config_class(vocab_size=len(tokenizer), **size.config_kwargs(), type_vocab_size=1, pad_token_id=1,
+                          max_position_embeddings=size.max_positions + 2, bos_token_id=0, eos_token_id=2)  # fmt: skip
+    return _write(path, tokenizer, model_class, config, size.seed)
+
+
+def write_tiny_roberta(path: str | os.PathLike, texts: Sequence[str], size: TinySize = TinySize(),
+                       vocab_size: int = 400) -> str:  # fmt: skip
+    """RoBERTa: byte-level BPE, ``<s> ... </s>``, positions offset by ``pad_token_id + 1``
+    (``max_position_embeddings`` is ``size.max_positions + 2``).
 
     Returns:
         The directory (``AutoModel`` / ``AutoTokenizer`` load it).
@@ -127,31 +152,13 @@ def write_tiny_roberta(
     from tokenizers import processors
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
-    out = _out(path)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe = _byte_level_bpe(texts, vocab_size, specials)
+    bpe = _byte_level_bpe(texts, vocab_size, ROBERTA_SPECIALS)
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
-    names = dict(zip(("bos_token", "pad_token", "eos_token", "unk_token", "mask_token"), specials))
-    tokenizer = RobertaTokenizerFast(tokenizer_object=bpe, cls_token="<s>", sep_token="</s>", **names)
-    torch.manual_seed(seed)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, max_position_embeddings=max_positions + 2, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, type_vocab_size=1,
-    )  # fmt: skip
-    return _save(out, tokenizer, RobertaModel(config))
+    return _write_roberta_like(path, bpe, (RobertaTokenizerFast, RobertaConfig, RobertaModel), size)
 
 
-def write_tiny_xlm_roberta(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    layers: int = 2,
-    max_positions: int = 64,
-    vocab_size: int = 200,
-    seed: int = 0,
-) -> str:
+def write_tiny_xlm_roberta(path: str | os.PathLike, texts: Sequence[str], size: TinySize = TinySize(),
+                           vocab_size: int = 200) -> str:  # fmt: skip
     """XLM-R: a SentencePiece-style Unigram (``▁`` word marks), ``<s> ... </s>``, RoBERTa's position offset.
 
     Returns:
@@ -160,36 +167,18 @@ def write_tiny_xlm_roberta(
     from tokenizers import SentencePieceUnigramTokenizer, processors
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
 
-    out = _out(path)
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     spm = SentencePieceUnigramTokenizer()
-    spm.train_from_iterator(_training_texts(texts) * 4, vocab_size=vocab_size, special_tokens=specials,
+    spm.train_from_iterator(_training_texts(texts) * 4, vocab_size=vocab_size, special_tokens=list(ROBERTA_SPECIALS),
                             unk_token="<unk>")  # fmt: skip
     spm.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
-    names = dict(zip(("bos_token", "pad_token", "eos_token", "unk_token", "mask_token"), specials))
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=spm._tokenizer, cls_token="<s>", sep_token="</s>", **names)
-    torch.manual_seed(seed)
-    config = XLMRobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, max_position_embeddings=max_positions + 2, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, type_vocab_size=1,
-    )  # fmt: skip
-    return _save(out, tokenizer, XLMRobertaModel(config))
+    classes = (XLMRobertaTokenizerFast, XLMRobertaConfig, XLMRobertaModel)
+    return _write_roberta_like(path, spm._tokenizer, classes, size)
 
 
-def write_tiny_electra(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    embedding_size: int = 16,
-    layers: int = 2,
-    max_positions: int = 64,
-    vocab_size: int = 300,
-    seed: int = 0,
-) -> str:
+def write_tiny_electra(path: str | os.PathLike, texts: Sequence[str], size: TinySize = TinySize(),
+                       vocab_size: int = 300, embedding_size: int = 16) -> str:  # fmt: skip
     """ELECTRA (discriminator): trained WordPiece, ``[CLS] ... [SEP]``, embeddings narrower than the hidden size.
 
     Returns:
@@ -197,52 +186,29 @@ def write_tiny_electra(
     """
     from transformers import ElectraConfig, ElectraModel, ElectraTokenizerFast
 
-    out = _out(path)
     tokenizer = _bert_like_tokenizer(ElectraTokenizerFast, _trained_wordpiece(texts, vocab_size))
-    torch.manual_seed(seed)
-    config = ElectraConfig(
-        vocab_size=len(tokenizer), embedding_size=embedding_size, hidden_size=hidden_size, num_hidden_layers=layers,
-        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=max_positions,
-    )  # fmt: skip
-    return _save(out, tokenizer, ElectraModel(config))
+    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=embedding_size, **size.config_kwargs(),
+                           max_position_embeddings=size.max_positions)  # fmt: skip
+    return _write(path, tokenizer, ElectraModel, config, size.seed)
 
 
-def write_tiny_minilm(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    layers: int = 3,
-    max_positions: int = 64,
-    vocab_size: int = 300,
-    seed: int = 0,
-) -> str:
-    """MiniLM (as ``all-MiniLM-L6-v2``): a BERT architecture, 4 heads, a trained lower-casing WordPiece.
+def write_tiny_minilm(path: str | os.PathLike, texts: Sequence[str],
+                      size: TinySize = TinySize(layers=3, heads=4, ffn=4), vocab_size: int = 300) -> str:  # fmt: skip
+    """MiniLM (as ``all-MiniLM-L6-v2``): a BERT architecture with MiniLM's head and FFN ratios, a trained
+    lower-casing WordPiece saved as ``tokenizer.json``.
 
     Returns:
         The directory (``AutoModel`` / ``AutoTokenizer`` load it).
     """
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    out = _out(path)
     tokenizer = _bert_like_tokenizer(BertTokenizerFast, _trained_wordpiece(texts, vocab_size))
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=4,
-        intermediate_size=4 * hidden_size, max_position_embeddings=max_positions,
-    )  # fmt: skip
-    return _save(out, tokenizer, BertModel(config))
+    config = BertConfig(vocab_size=len(tokenizer), **size.config_kwargs(), max_position_embeddings=size.max_positions)
+    return _write(path, tokenizer, BertModel, config, size.seed)
 
 
-def write_tiny_chinese_bert(
-    path: str | os.PathLike,
-    texts: Sequence[str] = CHINESE_TEXTS,
-    *,
-    hidden_size: int = 32,
-    layers: int = 2,
-    max_positions: int = 64,
-    seed: int = 0,
-) -> str:
+def write_tiny_chinese_bert(path: str | os.PathLike, texts: Sequence[str] = CHINESE_TEXTS,
+                            size: TinySize = TinySize()) -> str:  # fmt: skip
     """A character-level Chinese BERT (as ``bert-base-chinese``): one vocabulary entry per character of ``texts``.
 
     The tokenizer keeps case (``do_lower_case=False``; train with ``task.lm_text_case=keep``) and splits CJK text
@@ -253,19 +219,13 @@ def write_tiny_chinese_bert(
     """
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    out = _out(path)
     chars = sorted({c for t in texts for c in t if not c.isspace()})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars]
-    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(
         vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=False, tokenize_chinese_chars=True
     )
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, max_position_embeddings=max_positions,
-    )  # fmt: skip
-    return _save(out, tokenizer, BertModel(config))
+    config = BertConfig(vocab_size=len(vocab), **size.config_kwargs(), max_position_embeddings=size.max_positions)
+    return _write(path, tokenizer, BertModel, config, size.seed)
 
 
 def _with_byte_fallback(trained: Any, specials: Sequence[str]) -> Any:
@@ -282,17 +242,10 @@ def _with_byte_fallback(trained: Any, specials: Sequence[str]) -> Any:
     return tok
 
 
-def write_tiny_llama(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    layers: int = 2,
-    max_positions: int = 64,
-    vocab_size: int = 150,
-    seed: int = 0,
-) -> str:
-    """A Llama-style causal LM: SentencePiece-style BPE with byte fallback, ``<s>`` added by default, no pad token.
+def write_tiny_llama(path: str | os.PathLike, texts: Sequence[str], size: TinySize = TinySize(heads=4),
+                     vocab_size: int = 150) -> str:  # fmt: skip
+    """A Llama-style causal LM: SentencePiece-style BPE with byte fallback, ``<s>`` added by default, no pad token,
+    grouped-query attention.
 
     Returns:
         The directory (``AutoModel`` / ``AutoTokenizer`` load it).
@@ -300,7 +253,6 @@ def write_tiny_llama(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaModel, LlamaTokenizerFast
 
-    out = _out(path)
     specials = ["<unk>", "<s>", "</s>"]
     metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     trained = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -317,25 +269,14 @@ def write_tiny_llama(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", specials.index("<s>"))]
     )
     tokenizer = LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
-    )  # fmt: skip
-    return _save(out, tokenizer, LlamaModel(config))
+    config = LlamaConfig(vocab_size=len(tokenizer), **size.config_kwargs(), num_key_value_heads=size.heads // 2,
+                         max_position_embeddings=size.max_positions, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=None)  # fmt: skip
+    return _write(path, tokenizer, LlamaModel, config, size.seed)
 
 
-def write_tiny_qwen2(
-    path: str | os.PathLike,
-    texts: Sequence[str],
-    *,
-    hidden_size: int = 32,
-    layers: int = 2,
-    max_positions: int = 64,
-    vocab_size: int = 400,
-    seed: int = 0,
-) -> str:
+def write_tiny_qwen2(path: str | os.PathLike, texts: Sequence[str], size: TinySize = TinySize(heads=4),
+                     vocab_size: int = 400) -> str:  # fmt: skip
     """A Qwen2-style causal LM: byte-level BPE, no BOS and no unknown token, pad = EOS = ``<|endoftext|>``, and a
     model vocabulary padded beyond the tokenizer's (to a multiple of 64, as Qwen2 pads its embedding matrix).
 
@@ -344,17 +285,14 @@ def write_tiny_qwen2(
     """
     from transformers import Qwen2Config, Qwen2Model, Qwen2TokenizerFast
 
-    out = _out(path)
     eos = "<|endoftext|>"
     bpe = _byte_level_bpe(texts, vocab_size, [eos, "<|im_start|>", "<|im_end|>"])
     tokenizer = Qwen2TokenizerFast(tokenizer_object=bpe, eos_token=eos, pad_token=eos, bos_token=None, unk_token=None)
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=(len(tokenizer) + 63) // 64 * 64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )  # fmt: skip
-    return _save(out, tokenizer, Qwen2Model(config))
+    config = Qwen2Config(vocab_size=(len(tokenizer) + 63) // 64 * 64, **size.config_kwargs(),
+                         num_key_value_heads=size.heads // 2, max_position_embeddings=size.max_positions,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         tie_word_embeddings=True)  # fmt: skip
+    return _write(path, tokenizer, Qwen2Model, config, size.seed)
 
 
 def _bert(path: str | os.PathLike, texts: Sequence[str]) -> str:
