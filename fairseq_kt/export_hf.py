@@ -1,9 +1,10 @@
-"""Exporting a fine-tuned ``wav2vec_ctc`` checkpoint as a Hugging Face ``Wav2Vec2ForCTC`` folder.
+"""Exporting a fine-tuned CTC checkpoint as a Hugging Face folder: ``wav2vec_ctc`` over wav2vec2 as
+``Wav2Vec2ForCTC``, ``hubert_ctc`` over HuBERT as ``HubertForCTC``.
 
 The folder that :func:`export_hf` writes loads with ``transformers`` alone (no fairseq, no plugin)::
 
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, pipeline
-    model = Wav2Vec2ForCTC.from_pretrained(OUT); processor = Wav2Vec2Processor.from_pretrained(OUT)
+    from transformers import AutoModelForCTC, Wav2Vec2Processor, pipeline
+    model = AutoModelForCTC.from_pretrained(OUT); processor = Wav2Vec2Processor.from_pretrained(OUT)
     asr = pipeline("automatic-speech-recognition", model=OUT); asr("a.wav")
 
 It holds the model weights and ``config.json`` (:func:`hf_config_kwargs`: encoder sizes, post-LN or pre-LN as
@@ -13,9 +14,10 @@ checkpoint's target dictionary, index for index: fairseq's ``<s>`` (the CTC blan
 ``</s>`` its end-of-sentence token, ``<unk>`` its unknown token and ``|`` the word delimiter. ``<pad>`` stays a plain
 symbol, written out as fairseq's greedy decoding writes it.
 
-Supported: wav2vec2 encoders with ``layer_type: transformer`` (post-LN or pre-LN), either extractor mode, with or
-without conv bias, a single weight-normalised positional convolution. Anything else (HuBERT, data2vec, conformer,
-adapters, a deep positional convolution) is refused with :class:`~fairseq_kt.export.ExportError`.
+Supported: wav2vec2 and HuBERT encoders with ``layer_type: transformer`` (post-LN or pre-LN), either extractor mode,
+with or without conv bias, a single weight-normalised positional convolution (both encoders share fairseq's
+transformer and transformers' weight names below the model prefix). Anything else (data2vec-audio, conformer,
+adapters, a deep positional convolution) is refused with :class:`~fairseq_kt.export.ExportError` naming the model.
 """
 
 from __future__ import annotations
@@ -46,12 +48,32 @@ __all__ = [
 
 CTC_MODEL = "wav2vec_ctc"
 PRETRAINED_MODEL = "wav2vec2"
+
+
+@dataclass(frozen=True)
+class HfFamily:
+    """A fairseq fine-tuning model, the pretrained encoder it wraps, and their transformers counterparts."""
+
+    ctc_model: str  # fairseq ``model._name``
+    pretrained: str  # ``model.w2v_args.model._name``
+    prefix: str  # transformers weight names of the encoder start with this
+    architecture: str  # transformers ``...ForCTC`` class
+    config_class: str  # transformers configuration class
+    pretraining_only: tuple[str, ...] = ()  # encoder weights CTC never uses (left out)
+
+
+FAMILIES: dict[str, HfFamily] = {
+    CTC_MODEL: HfFamily(CTC_MODEL, PRETRAINED_MODEL, "wav2vec2.", "Wav2Vec2ForCTC", "Wav2Vec2Config"),
+    "hubert_ctc": HfFamily("hubert_ctc", "hubert", "hubert.", "HubertForCTC", "HubertConfig", ("label_embs_concat",)),
+}
 WORD_DELIMITER = "|"
 CHECK_TOLERANCE = 1e-3
 _ENCODER = "w2v_encoder.w2v_model."
+#: only used to mask frames in training; transformers builds it only when its config masks
+_MASK_EMBEDDING = "masked_spec_embed"
 _ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_fast": "gelu_new", "gelu_accurate": "gelu_new", "tanh": "tanh"}
 
-# fairseq name (below ``w2v_encoder.w2v_model.``) -> transformers name (below ``wav2vec2.``)
+# fairseq name (below ``w2v_encoder.w2v_model.``) -> transformers name (below ``wav2vec2.`` / ``hubert.``)
 _RENAMES: tuple[tuple[str, str], ...] = (
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.(weight|bias)", r"feature_extractor.conv_layers.\1.conv.\2"),
     (r"feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
@@ -84,21 +106,48 @@ class HfExportReport:
     feat_extract_norm: str = ""
     do_normalize: bool = False
     dropped_keys: list[str] = field(default_factory=list)
+    architecture: str = "Wav2Vec2ForCTC"
     max_logit_difference: Optional[float] = None  # fairseq vs transformers on a random waveform (None: not checked)
+
+
+def _fairseq_class(name: Any) -> str:
+    """The fairseq class registered as model ``name`` (``name`` itself when fairseq does not know it)."""
+    try:
+        from fairseq.models import MODEL_REGISTRY
+    except ImportError:
+        return repr(name)
+    model = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+    return f"{model.__name__} ({name!r})" if model is not None else repr(name)
+
+
+def family_of(cfg: dict[str, Any], path: str) -> HfFamily:
+    """The :class:`HfFamily` of a fine-tuned checkpoint's plain configuration.
+
+    Raises:
+        ExportError: a model or pretrained encoder the export does not support, naming its fairseq class.
+    """
+    model = cfg.get("model") or {}
+    family = FAMILIES.get(model.get("_name"))
+    if family is None:
+        raise ExportError(
+            f"{path}: model {_fairseq_class(model.get('_name'))} cannot be exported to Hugging Face; only "
+            + " or ".join(repr(name) for name in FAMILIES)
+            + " (a fine-tuned wav2vec2 or HuBERT CTC model) can"
+        )
+    name = ((model.get("w2v_args") or {}).get("model") or {}).get("_name")
+    if name != family.pretrained:
+        raise ExportError(
+            f"{path}: {family.ctc_model} over the encoder {_fairseq_class(name)} cannot be exported to Hugging "
+            f"Face; only {family.pretrained!r} encoders can ({family.architecture})"
+        )
+    return family
 
 
 def _model_cfgs(cfg: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fine-tuning model configuration and the pretrained encoder's, checked for what the export supports."""
-    model = cfg.get("model") or {}
-    if model.get("_name") != CTC_MODEL:
-        raise ExportError(
-            f"{path}: model {model.get('_name')!r} cannot be exported to Hugging Face; only {CTC_MODEL!r} "
-            "(a fine-tuned wav2vec2 CTC model) can"
-        )
-    w2v = ((model.get("w2v_args") or {}).get("model")) or {}
-    name = w2v.get("_name")
-    if name != PRETRAINED_MODEL:
-        raise ExportError(f"{path}: the encoder is {name!r}; only {PRETRAINED_MODEL!r} encoders can be exported")
+    family = family_of(cfg, path)
+    model = cfg["model"]
+    w2v = model["w2v_args"]["model"]
     w2v = dict(w2v)
     if model.get("layer_type"):
         w2v["layer_type"] = model["layer_type"]  # wav2vec_ctc overrides the pretrained value with its own
@@ -112,7 +161,8 @@ def _model_cfgs(cfg: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[st
     for key, (refused, what) in refusals.items():
         if refused:
             raise ExportError(
-                f"{path}: model.w2v_args.model.{key}={w2v.get(key)!r} ({what}) has no transformers equivalent"
+                f"{path}: model.w2v_args.model.{key}={w2v.get(key)!r} ({what}) has no transformers equivalent "
+                f"in {family.architecture} (fairseq {_fairseq_class(family.pretrained)})"
             )
     activation = w2v.get("activation_fn", "gelu")
     if activation not in _ACTIVATIONS:
@@ -146,7 +196,8 @@ def hf_config_kwargs(cfg: dict[str, Any], vocab_size: int, special: dict[str, in
     layers = _conv_layers(w2v, path)
     criterion = cfg.get("criterion") or {}
     return {
-        "architectures": ["Wav2Vec2ForCTC"],
+        "architectures": [family_of(cfg, path).architecture],
+        "feat_proj_layer_norm": True,  # fairseq layer-norms the extractor's output (HubertConfig's switch)
         "vocab_size": vocab_size,
         "hidden_size": int(w2v["encoder_embed_dim"]),
         "num_hidden_layers": int(w2v["encoder_layers"]),
@@ -182,16 +233,20 @@ def hf_config_kwargs(cfg: dict[str, Any], vocab_size: int, special: dict[str, in
     }
 
 
-def hf_state_dict(fairseq_state: dict[str, torch.Tensor], target_keys: set[str]) -> tuple[dict, list[str]]:
-    """Rename a ``wav2vec_ctc`` state dict to ``Wav2Vec2ForCTC`` names; return it and the fairseq keys left out.
+def hf_state_dict(
+    fairseq_state: dict[str, torch.Tensor], target_keys: set[str], family: Optional[HfFamily] = None
+) -> tuple[dict, list[str]]:
+    """Rename a fine-tuned state dict to the transformers model's names; return it and the fairseq keys left out.
 
+    ``family`` (default: ``wav2vec_ctc``'s) gives the transformers prefix and the pretraining-only weights.
     ``target_keys`` are the keys of the transformers model's own state dict (they decide between the two names of
-    the weight-normalised positional convolution). Keys outside the encoder and the CTC projection (e.g. a
-    stored ``_ema`` copy) are left out; unknown keys inside them raise.
+    the weight-normalised positional convolution, and whether the masking embedding is kept). Keys outside the
+    encoder and the CTC projection (e.g. a stored ``_ema`` copy) are left out; unknown keys inside them raise.
 
     Raises:
         ExportError: on an encoder key with no transformers counterpart.
     """
+    family = family or FAMILIES[CTC_MODEL]
     renamed: dict[str, torch.Tensor] = {}
     dropped: list[str] = []
     unknown: list[str] = []
@@ -199,13 +254,13 @@ def hf_state_dict(fairseq_state: dict[str, torch.Tensor], target_keys: set[str])
         if key.startswith("w2v_encoder.proj."):
             renamed["lm_head." + key[len("w2v_encoder.proj.") :]] = tensor
             continue
-        if not key.startswith(_ENCODER):
+        name = key[len(_ENCODER) :]
+        if not key.startswith(_ENCODER) or name in family.pretraining_only:
             dropped.append(key)
             continue
-        name = key[len(_ENCODER) :]
         for pattern, replacement in _RENAMES:
             if re.fullmatch(pattern, name):
-                new = "wav2vec2." + re.sub(f"^{pattern}$", replacement, name)
+                new = family.prefix + re.sub(f"^{pattern}$", replacement, name)
                 break
         else:
             unknown.append(key)
@@ -214,17 +269,20 @@ def hf_state_dict(fairseq_state: dict[str, torch.Tensor], target_keys: set[str])
             alternative = new.replace(f"conv.{old}", f"conv.{parametrized}")
             if new.endswith(old) and new not in target_keys and alternative in target_keys:
                 new = alternative
+        if new == family.prefix + _MASK_EMBEDDING and target_keys and new not in target_keys:
+            dropped.append(key)
+            continue
         renamed[new] = tensor
     if unknown:
         raise ExportError(f"no transformers counterpart for {len(unknown)} encoder weight(s): {', '.join(unknown[:5])}")
     return renamed, dropped
 
 
-def _identity_projection(renamed: dict[str, torch.Tensor], dim: int) -> None:
+def _identity_projection(renamed: dict[str, torch.Tensor], dim: int, prefix: str) -> None:
     """fairseq has no projection when the extractor's channels equal the encoder width; transformers always has."""
-    if "wav2vec2.feature_projection.projection.weight" not in renamed:
-        renamed["wav2vec2.feature_projection.projection.weight"] = torch.eye(dim)
-        renamed["wav2vec2.feature_projection.projection.bias"] = torch.zeros(dim)
+    if prefix + "feature_projection.projection.weight" not in renamed:
+        renamed[prefix + "feature_projection.projection.weight"] = torch.eye(dim)
+        renamed[prefix + "feature_projection.projection.bias"] = torch.zeros(dim)
 
 
 def tokenizer_vocab(symbols: list[str], path: str) -> dict[str, int]:
@@ -268,16 +326,14 @@ def _special_ids(symbols: list[str], path: str) -> dict[str, int]:
 
 
 def _build_hf(state: dict[str, Any], cfg: dict[str, Any], path: str, report: HfExportReport) -> tuple[Any, Any]:
-    """The ``Wav2Vec2ForCTC`` model (weights loaded strictly) and ``Wav2Vec2Processor`` of a loaded checkpoint."""
-    from transformers import (
-        Wav2Vec2Config,
-        Wav2Vec2CTCTokenizer,
-        Wav2Vec2FeatureExtractor,
-        Wav2Vec2ForCTC,
-        Wav2Vec2Processor,
-    )
+    """The transformers ``...ForCTC`` model (weights loaded strictly) and ``Wav2Vec2Processor`` of a checkpoint."""
+    import transformers
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
     _model_cfgs(cfg, path)  # refuse an unsupported model before looking for its dictionary
+    family = family_of(cfg, path)
+    config_class = getattr(transformers, family.config_class)
+    model_class = getattr(transformers, family.architecture)
     symbols = _dictionary_symbols(state, cfg, path)
     vocab = tokenizer_vocab(symbols, path)
     special = _special_ids(symbols, path)
@@ -287,20 +343,19 @@ def _build_hf(state: dict[str, Any], cfg: dict[str, Any], path: str, report: HfE
         raise ExportError(
             f"{path}: the CTC projection has {rows} outputs but the target dictionary {len(symbols)} symbols"
         )
-    config = Wav2Vec2Config(**hf_config_kwargs(cfg, len(symbols), special, path))
-    model = Wav2Vec2ForCTC(config).eval()
+    config = config_class(**hf_config_kwargs(cfg, len(symbols), special, path))
+    model = model_class(config).eval()
     target = model.state_dict()
-    renamed, report.dropped_keys = hf_state_dict(state["model"], set(target))
-    _identity_projection(renamed, config.hidden_size)
+    renamed, report.dropped_keys = hf_state_dict(state["model"], set(target), family)
+    _identity_projection(renamed, config.hidden_size, family.prefix)
     missing = sorted(set(target) - set(renamed))
     unexpected = sorted(set(renamed) - set(target))
+    name = family.architecture
     if missing or unexpected:
-        raise ExportError(
-            f"{path}: weights do not fit Wav2Vec2ForCTC (missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
+        raise ExportError(f"{path}: weights do not fit {name} (missing {missing[:5]}, unexpected {unexpected[:5]})")
     mismatched = [k for k, v in renamed.items() if tuple(v.shape) != tuple(target[k].shape)]
     if mismatched:
-        raise ExportError(f"{path}: weight shapes differ from Wav2Vec2ForCTC's for {', '.join(mismatched[:5])}")
+        raise ExportError(f"{path}: weight shapes differ from {name}'s for {', '.join(mismatched[:5])}")
     model.load_state_dict(renamed, strict=True)
 
     task = cfg.get("task") or {}
@@ -324,6 +379,7 @@ def _build_hf(state: dict[str, Any], cfg: dict[str, Any], path: str, report: HfE
             word_delimiter_token=WORD_DELIMITER,
             do_lower_case=False,
         )
+    report.architecture = family.architecture
     report.vocab_size = len(symbols)
     report.num_parameters = sum(p.numel() for p in model.parameters())
     report.stable_layer_norm = config.do_stable_layer_norm
@@ -365,15 +421,15 @@ def _replace_folder(staging: str, out: str) -> None:
 
 
 def export_hf(checkpoint: str, out: str, *, force: bool, check: bool) -> HfExportReport:
-    """Write the Hugging Face ``Wav2Vec2ForCTC`` folder of a fine-tuned ``wav2vec_ctc`` checkpoint to ``out``.
+    """Write the Hugging Face folder (``Wav2Vec2ForCTC`` or ``HubertForCTC``) of a fine-tuned checkpoint to ``out``.
 
     The folder is assembled under a temporary name beside ``out`` and renamed at the end, so ``out`` never holds
     a partial export. With ``check``, the fairseq model and the exported one are run on a second of noise and
     must agree to ``CHECK_TOLERANCE``.
 
     Raises:
-        ExportError: on a refused output path, a checkpoint that is not a supported ``wav2vec_ctc`` model, or a
-            failed check.
+        ExportError: on a refused output path, a checkpoint that is not a supported ``wav2vec_ctc`` or
+            ``hubert_ctc`` model, or a failed check.
     """
     out = os.path.abspath(out)
     if os.path.lexists(out) and not force:
@@ -413,7 +469,7 @@ def describe_hf(report: HfExportReport, checkpoint: str) -> list[str]:
     """The lines ``fairseq-kt-export --format hf`` prints."""
     layer_norm = "pre-LN (do_stable_layer_norm)" if report.stable_layer_norm else "post-LN"
     lines = [
-        f"{checkpoint} -> {report.out}/ (transformers Wav2Vec2ForCTC + Wav2Vec2Processor)",
+        f"{checkpoint} -> {report.out}/ (transformers {report.architecture} + Wav2Vec2Processor)",
         f"  {report.num_parameters:,} parameters, {layer_norm}, feat_extract_norm {report.feat_extract_norm}, "
         f"do_normalize {report.do_normalize}, vocabulary {report.vocab_size} symbols (<s> = CTC blank = pad)",
     ]

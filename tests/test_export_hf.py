@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ pytest.importorskip("transformers")
 
 from fairseq import tasks  # noqa: E402
 from fairseq.dataclass.configs import FairseqConfig  # noqa: E402
-from fairseq.models.wav2vec.wav2vec2_asr import Wav2Vec2CtcConfig  # noqa: E402
+from fairseq.models import MODEL_DATACLASS_REGISTRY  # noqa: E402
 from fairseq.tasks.audio_finetuning import AudioFinetuningConfig  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
@@ -31,12 +32,19 @@ from fairseq_kt.decoding.data import read_audio  # noqa: E402
 from fairseq_kt.decoding.greedy import GreedyDecoder  # noqa: E402
 from fairseq_kt.errors import FairseqKtError  # noqa: E402
 from fairseq_kt.export import ExportError  # noqa: E402
-from fairseq_kt.tasks.audio_kt import AudioKtConfig  # noqa: E402
+from fairseq_kt.tasks.audio_kt import AudioKtConfig, drop_hubert_label_embeddings  # noqa: E402
 from fairseq_kt.testing.synth import speech_or_noise_corpus  # noqa: E402
+from fairseq_kt.testing.tiny_encoders import write_tiny_encoder  # noqa: E402
 from fairseq_kt.testing.tiny_w2v import write_tiny_wav2vec2  # noqa: E402
 
-# name -> (layer_norm_first, extractor_mode, normalize): wav2vec2 base-like and large-like
-VARIANTS = {"post_ln": (False, "default", False), "pre_ln": (True, "layer_norm", True)}
+# name -> (layer_norm_first, extractor_mode, normalize): wav2vec2 / HuBERT base-like and large-like
+VARIANTS = {
+    "post_ln": (False, "default", False),
+    "pre_ln": (True, "layer_norm", True),
+    "hubert_post_ln": (False, "default", False),
+    "hubert_pre_ln": (True, "layer_norm", True),
+}
+ARCHITECTURES = {name: "HubertForCTC" if name.startswith("hubert") else "Wav2Vec2ForCTC" for name in VARIANTS}
 NUM_UTTERANCES = 3
 
 LOADER = textwrap.dedent(
@@ -45,13 +53,14 @@ LOADER = textwrap.dedent(
     import numpy as np
     import soundfile as sf
     import torch
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+    import transformers
+    from transformers import Wav2Vec2Processor
 
     root = sys.argv[1]
     cases = json.load(open(root + "/cases.json"))
     report = {}
     for name, case in cases.items():
-        model = Wav2Vec2ForCTC.from_pretrained(case["out"]).eval()
+        model = getattr(transformers, case["architecture"]).from_pretrained(case["out"]).eval()
         processor = Wav2Vec2Processor.from_pretrained(case["out"])
         diffs, model_diffs, scales, texts = [], [], [], []
         for wav, expected_file in zip(case["wavs"], case["logits"]):
@@ -81,25 +90,32 @@ LOADER = textwrap.dedent(
 )
 
 
-def _ctc_checkpoint(root: Path, data: Path, layer_norm_first: bool, extractor_mode: str, normalize: bool) -> Path:
+def _ctc_checkpoint(root: Path, data: Path, name: str) -> Path:
     """A fine-tuned audio_kt/ctc_kt checkpoint in fairseq's layout, built without training (random weights)."""
-    w2v = write_tiny_wav2vec2(
-        root / "w2v.pt", str(data), layer_norm_first=layer_norm_first, extractor_mode=extractor_mode,
-        normalize=normalize, conv_channels=32, encoder_embed_dim=64, encoder_ffn_embed_dim=128,
-    )  # fmt: skip
+    layer_norm_first, extractor_mode, normalize = VARIANTS[name]
+    sizes = {"layer_norm_first": layer_norm_first, "extractor_mode": extractor_mode, "normalize": normalize,
+             "conv_channels": 32, "encoder_embed_dim": 64, "encoder_ffn_embed_dim": 128}  # fmt: skip
+    hubert = ARCHITECTURES[name] == "HubertForCTC"
+    if hubert:
+        w2v = write_tiny_encoder("hubert", root / "hubert.pt", str(data), encoder_attention_heads=4, **sizes)
+    else:
+        w2v = write_tiny_wav2vec2(root / "w2v.pt", str(data), **sizes)
     cfg = OmegaConf.structured(FairseqConfig())
     cfg.task = OmegaConf.structured(AudioKtConfig(data=str(data), labels="ltr", normalize=normalize))
     cfg.task._name = "audio_kt"
     cfg.criterion = OmegaConf.structured(CtcKtCriterionConfig(lm_path=str(root / "teacher"), kt_weight=0.3))
     cfg.criterion._name = "ctc_kt"
-    cfg.model = OmegaConf.structured(Wav2Vec2CtcConfig(w2v_path=w2v))
-    cfg.model._name = "wav2vec_ctc"
+    model_name = "hubert_ctc" if hubert else "wav2vec_ctc"
+    cfg.model = OmegaConf.structured(MODEL_DATACLASS_REGISTRY[model_name](w2v_path=w2v))
+    cfg.model._name = model_name
     stock = OmegaConf.structured(AudioFinetuningConfig(data=str(data), labels="ltr", normalize=normalize))
     stock._name = "audio_finetuning"
     task = tasks.setup_task(stock)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
         model = task.build_model(cfg.model)
+        if hubert:  # as the audio_kt task does when it builds hubert_ctc
+            drop_hubert_label_embeddings(model, cfg.model)
         with torch.no_grad():
             model.w2v_encoder.proj.weight.normal_(0, 0.5)
             # A trained CTC model does not emit fairseq's <pad>, </s> and <unk> (never in its targets); the two
@@ -129,8 +145,8 @@ def exported(tmp_path_factory) -> dict:
     speech_or_noise_corpus(data, splits)
     wavs = [str(data / "wav" / f"train_{i}.wav") for i in range(NUM_UTTERANCES)]
     cases, expected = {}, {}
-    for name, (pre_ln, mode, normalize) in VARIANTS.items():
-        ckpt = _ctc_checkpoint(root / name, data, pre_ln, mode, normalize)
+    for name, (_, _, normalize) in VARIANTS.items():
+        ckpt = _ctc_checkpoint(root / name, data, name)
         loaded = load_for_inference(ckpt, str(data))
         decoder = GreedyDecoder(loaded.dictionary, loaded.blank, loaded.post_process)
         logit_files, texts = [], []
@@ -143,7 +159,8 @@ def exported(tmp_path_factory) -> dict:
             texts.append(decoder(emissions))
         out = root / name / "hf"
         assert ex.main([str(ckpt), str(out), "--format", "hf"]) == 0
-        cases[name] = {"out": str(out), "wavs": wavs, "logits": logit_files, "normalize": normalize}
+        cases[name] = {"out": str(out), "wavs": wavs, "logits": logit_files, "normalize": normalize,
+                       "architecture": ARCHITECTURES[name]}  # fmt: skip
         expected[name] = {"texts": texts, "ckpt": ckpt, "out": out}
     (root / "cases.json").write_text(json.dumps(cases))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -182,6 +199,8 @@ def test_config_tokenizer_and_feature_extractor(exported: dict) -> None:
     for name, (pre_ln, mode, normalize) in VARIANTS.items():
         out = exported["expected"][name]["out"]
         config = json.loads((out / "config.json").read_text())
+        assert config["architectures"] == [ARCHITECTURES[name]] and config["feat_proj_layer_norm"] is True
+        assert config["model_type"] == ("hubert" if ARCHITECTURES[name] == "HubertForCTC" else "wav2vec2")
         assert config["do_stable_layer_norm"] is pre_ln
         assert config["feat_extract_norm"] == ("layer" if mode == "layer_norm" else "group")
         assert config["conv_kernel"] == [10, 3, 3, 3, 3, 2, 2] and config["conv_stride"] == [5, 2, 2, 2, 2, 2, 2]
@@ -230,7 +249,7 @@ def test_failed_write_leaves_nothing(exported: dict, monkeypatch, tmp_path: Path
 
 def test_refuses_models_it_cannot_export(exported: dict, tmp_path: Path, capsys) -> None:
     pretrain = write_tiny_wav2vec2(tmp_path / "w2v.pt", str(tmp_path), encoder_embed_dim=64, conv_channels=32)
-    with pytest.raises(FairseqKtError, match="only 'wav2vec_ctc'"):
+    with pytest.raises(FairseqKtError, match="only 'wav2vec_ctc' or 'hubert_ctc'"):
         export_hf.export_hf(pretrain, str(tmp_path / "a"), force=False, check=False)
     assert ex.main([pretrain, str(tmp_path / "b"), "--format", "hf"]) == 2
     assert "cannot be exported to Hugging Face" in capsys.readouterr().err
@@ -243,6 +262,29 @@ def test_refuses_models_it_cannot_export(exported: dict, tmp_path: Path, capsys)
     weights = {"w2v_encoder.w2v_model.encoder.layers.0.adapter.w": torch.zeros(1)}
     with pytest.raises(ExportError, match="no transformers counterpart"):
         export_hf.hf_state_dict(weights, set())
+
+
+@pytest.mark.parametrize(
+    "encoder, match",
+    [
+        ({"_name": "data2vec_audio"}, r"wav2vec_ctc over the encoder Data2VecAudioModel \('data2vec_audio'\)"),
+        ({"layer_type": "conformer"}, r"layer_type='conformer' \(a conformer encoder\).*Wav2Vec2Model"),
+        ({"_name": "wav2vec2"}, r"hubert_ctc over the encoder Wav2Vec2Model \('wav2vec2'\).*only 'hubert'"),
+    ],
+)
+def test_refuses_other_encoders_naming_the_model(exported: dict, tmp_path: Path, capsys, encoder, match) -> None:
+    variant = "hubert_post_ln" if encoder.get("_name") == "wav2vec2" else "post_ln"
+    state = torch.load(exported["expected"][variant]["ckpt"], weights_only=False)
+    state["cfg"]["model"]["w2v_args"]["model"].update(encoder)
+    if "layer_type" in encoder:  # wav2vec_ctc writes its own layer_type into the encoder's configuration
+        state["cfg"]["model"]["layer_type"] = encoder["layer_type"]
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ExportError, match=match):
+        export_hf.export_hf(str(tmp_path / "other.pt"), str(tmp_path / "a"), force=False, check=False)
+    capsys.readouterr()
+    assert ex.main([str(tmp_path / "other.pt"), str(tmp_path / "b"), "--format", "hf"]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_state_dict_names() -> None:
@@ -258,3 +300,16 @@ def test_state_dict_names() -> None:
     weights = {"w2v_encoder.w2v_model." + k: torch.zeros(1) for k in names} | {"_ema.x": torch.zeros(1)}
     renamed, dropped = export_hf.hf_state_dict(weights, targets)
     assert set(renamed) == targets and dropped == ["_ema.x"]
+
+    # HuBERT: the same names below "hubert."; its pre-training label embeddings and, when transformers builds no
+    # masking embedding (no masking configured), fairseq's mask_emb are left out
+    hubert = export_hf.FAMILIES["hubert_ctc"]
+    extra = {
+        "w2v_encoder.w2v_model.label_embs_concat": torch.zeros(0, 4),
+        "w2v_encoder.w2v_model.mask_emb": torch.zeros(4),
+    }
+    renamed, dropped = export_hf.hf_state_dict(weights | extra, {"hubert." + name for name in names.values()}, hubert)
+    assert set(renamed) == {"hubert." + name for name in names.values()}
+    assert sorted(dropped) == sorted(["_ema.x", *extra])
+    renamed, _ = export_hf.hf_state_dict(extra, {"hubert.masked_spec_embed"}, hubert)
+    assert set(renamed) == {"hubert.masked_spec_embed"}

@@ -60,12 +60,12 @@ HUBERT_CLUSTERS = 16
 HUBERT_LABEL_RATE = 50.0  # labels per second: one per 320-sample frame at 16 kHz
 
 
-def _sizes(dim: int, layers: int, heads: int, ffn: int, channels: int) -> dict[str, Any]:
+def _sizes(dim: int, layers: int, heads: int, ffn: int, channels: int, extractor_mode: str) -> dict[str, Any]:
     """The encoder-size fields shared by the wav2vec2, data2vec-audio and HuBERT configs.
 
     Raises:
-        ValueError: a size that is not a positive integer, or a width the attention heads or the positional
-            convolution's 16 groups do not divide.
+        ValueError: a size that is not a positive integer, a width the attention heads or the positional
+            convolution's 16 groups do not divide, or an unknown extractor mode.
     """
     for key, value in {"encoder_embed_dim": dim, "encoder_layers": layers, "encoder_attention_heads": heads,
                        "encoder_ffn_embed_dim": ffn, "conv_channels": channels}.items():  # fmt: skip
@@ -73,7 +73,10 @@ def _sizes(dim: int, layers: int, heads: int, ffn: int, channels: int) -> dict[s
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
     if dim % heads or dim % 16:
         raise ValueError(f"encoder_embed_dim={dim} must be divisible by the {heads} heads and by 16")
+    if extractor_mode not in ("default", "layer_norm"):
+        raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {extractor_mode!r}")
     return {
+        "extractor_mode": extractor_mode,
         "encoder_embed_dim": dim,
         "encoder_layers": layers,
         "encoder_attention_heads": heads,
@@ -125,6 +128,8 @@ def write_tiny_encoder(
     encoder_attention_heads: int = 2,
     encoder_ffn_embed_dim: int = 64,
     conv_channels: int = 32,
+    layer_norm_first: bool = False,
+    extractor_mode: str = "default",
     normalize: bool = False,
     seed: int = 0,
 ) -> str:
@@ -136,6 +141,8 @@ def write_tiny_encoder(
         data_dir: stored as ``cfg.task.data`` (fine-tuning replaces it; fairseq needs the key to reload).
         encoder_embed_dim, encoder_layers, encoder_attention_heads, encoder_ffn_embed_dim: transformer sizes.
         conv_channels: channels of each of the 7 feature-extractor convolutions (total stride 320).
+        layer_norm_first: pre-LN transformer (as the large models) instead of post-LN (as base).
+        extractor_mode: ``"default"`` (group norm in the first convolution, as base) or ``"layer_norm"``.
         normalize: stored as ``cfg.task.normalize``; fine-tuning must use the same ``task.normalize``.
         seed: seed of the random initialisation (the global torch RNG is left untouched).
 
@@ -150,7 +157,10 @@ def write_tiny_encoder(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     spec = KINDS[kind]
-    sizes = _sizes(encoder_embed_dim, encoder_layers, encoder_attention_heads, encoder_ffn_embed_dim, conv_channels)
+    sizes = _sizes(
+        encoder_embed_dim, encoder_layers, encoder_attention_heads, encoder_ffn_embed_dim, conv_channels, extractor_mode
+    )
+    sizes["layer_norm_first"] = bool(layer_norm_first)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model_cfg, task_cfg, model, task_state = _build(spec, sizes, str(data_dir), normalize)
