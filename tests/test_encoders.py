@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from fairseq_kt.checkpoints import load_for_inference
 from fairseq_kt.criterions.ctc_kt import CtcKtCriterionConfig, capture_encoder_states
-from fairseq_kt.tasks.audio_kt import AudioKtConfig
+from fairseq_kt.tasks.audio_kt import AudioKtConfig, AudioKtConfigError
 from fairseq_kt.testing.tiny_encoders import KINDS, write_tiny_encoder
 from tests.helpers import ROOT, first_batch, make_corpus, subprocess_env
 
@@ -39,14 +39,14 @@ def pretrained(tmp_path_factory, corpus) -> dict[str, str]:
     }
 
 
-def _build(kind: str, corpus: Path, checkpoint: str, lm_path: str, **criterion):
+def _build(kind: str, corpus: Path, checkpoint: str, lm_path: str, layer_type: str = "conformer", **criterion):
     """(task, model, criterion) as fairseq-hydra-train builds them for ``kind`` (no dropout, no masking)."""
     cfg = OmegaConf.structured(FairseqConfig())
     cfg.task = OmegaConf.structured(AudioKtConfig(data=str(corpus), labels="ltr", normalize=NORMALIZE[kind]))
     cfg.task._name = "audio_kt"
     fields = {"w2v_path": checkpoint, "mask_prob": 0.0, "layerdrop": 0.0, "dropout": 0.0, "activation_dropout": 0.0}
     if kind == "conformer":
-        fields["layer_type"] = "conformer"
+        fields["layer_type"] = layer_type
     model_config = MODEL_DATACLASS_REGISTRY[KINDS[kind].finetune_model]  # hubert_ctc's as audio_kt registers it
     cfg.model = OmegaConf.structured(model_config(**fields))
     cfg.model._name = KINDS[kind].finetune_model
@@ -135,6 +135,12 @@ def test_fairseq_hydra_train_and_reload(kind, method, corpus, pretrained, tiny_b
     with torch.no_grad():
         logits = loaded.model(source=torch.randn(1, 8000), padding_mask=None)["encoder_out"]
     assert logits.shape[1:] == (1, len(loaded.dictionary)) and torch.isfinite(logits).all()
+
+
+def test_conformer_needs_its_layer_type(corpus, pretrained, tiny_bert):
+    """wav2vec_ctc builds model.layer_type (default transformer), not the checkpoint's: a clear error names both."""
+    with pytest.raises(AudioKtConfigError, match=r"pre-trained with layer_type=conformer .*layer_type=transformer"):
+        _build("conformer", corpus, pretrained["conformer"], tiny_bert, layer_type="transformer")
 
 
 def test_unknown_kind_and_bad_sizes(tmp_path):

@@ -234,8 +234,18 @@ class AudioKtTask(AudioFinetuningTask):
 
         A ``hubert_ctc`` model's unused pre-training label embeddings are emptied
         (:func:`drop_hubert_label_embeddings`) so that its checkpoints reload without HuBERT's label dictionaries.
+
+        Raises:
+            AudioKtConfigError: ``model.layer_type`` differs from the pretrained encoder's (``wav2vec_ctc`` builds
+                its own ``layer_type``, ``transformer`` by default, so a conformer checkpoint does not fit).
         """
-        model = super().build_model(model_cfg, from_checkpoint)
+        try:
+            model = super().build_model(model_cfg, from_checkpoint)
+        except RuntimeError as e:
+            mismatch = layer_type_mismatch(model_cfg)
+            if mismatch is None:
+                raise
+            raise AudioKtConfigError(mismatch) from e
         if isinstance(model_cfg, DictConfig) and model_cfg.get("_name") == "hubert_ctc":
             drop_hubert_label_embeddings(model, model_cfg)
         self.encoder_dim = encoder_dim_of(model)
@@ -306,8 +316,30 @@ def drop_hubert_label_embeddings(model: Any, model_cfg: DictConfig) -> None:
         w2v_args.task.labels = []
 
 
+def layer_type_mismatch(model_cfg: Any) -> Optional[str]:
+    """Why ``wav2vec_ctc`` cannot load its pretrained checkpoint, when ``model.layer_type`` differs from the
+    checkpoint's ``layer_type`` (None otherwise, or when there is no checkpoint to read)."""
+    path = model_cfg.get("w2v_path") if isinstance(model_cfg, DictConfig) else None
+    if model_cfg.get("_name") != "wav2vec_ctc" or not path or not os.path.isfile(str(path)):
+        return None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, OSError, ValueError):
+        return None
+    pretrained = (((state.get("cfg") or {}).get("model")) or {}).get("layer_type", "transformer")
+    wanted = model_cfg.get("layer_type") or "transformer"
+    if pretrained == wanted:
+        return None
+    return (
+        f"model.w2v_path={path} was pre-trained with layer_type={pretrained} but model.layer_type={wanted} "
+        f"(wav2vec_ctc builds its own): set model.layer_type={pretrained} "
+        f"(fairseq-hydra-train: ++model.layer_type={pretrained})"
+    )
+
+
 def encoder_dim_of(model: Any) -> Optional[int]:
-    """Width of the states the CTC projection reads (``w2v_encoder.proj`` input), or None if not a wav2vec_ctc."""
+    """Width of the states the CTC projection reads (``w2v_encoder.proj`` input; ``wav2vec_ctc`` and ``hubert_ctc``),
+    or None for a model without one."""
     encoder = getattr(model, "w2v_encoder", None)
     proj = getattr(encoder, "proj", None)
     return int(proj.in_features) if proj is not None else None

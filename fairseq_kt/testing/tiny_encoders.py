@@ -123,14 +123,14 @@ def write_tiny_encoder(
     path: str | os.PathLike,
     data_dir: str,
     *,
-    encoder_embed_dim: int = 32,
-    encoder_layers: int = 2,
-    encoder_attention_heads: int = 2,
-    encoder_ffn_embed_dim: int = 64,
-    conv_channels: int = 32,
-    layer_norm_first: bool = False,
-    extractor_mode: str = "default",
     normalize: bool = False,
+    conv_channels: int = 32,
+    extractor_mode: str = "default",
+    encoder_layers: int = 2,
+    encoder_embed_dim: int = 32,
+    encoder_ffn_embed_dim: int = 64,
+    encoder_attention_heads: int = 2,
+    layer_norm_first: bool = False,
     seed: int = 0,
 ) -> str:
     """Write a randomly initialised pre-training checkpoint of ``kind`` (a key of :data:`KINDS`); return its path.
@@ -139,11 +139,11 @@ def write_tiny_encoder(
         kind: ``conformer``, ``data2vec`` or ``hubert``.
         path: where to write the checkpoint (atomically; parent folders are created).
         data_dir: stored as ``cfg.task.data`` (fine-tuning replaces it; fairseq needs the key to reload).
-        encoder_embed_dim, encoder_layers, encoder_attention_heads, encoder_ffn_embed_dim: transformer sizes.
-        conv_channels: channels of each of the 7 feature-extractor convolutions (total stride 320).
-        layer_norm_first: pre-LN transformer (as the large models) instead of post-LN (as base).
-        extractor_mode: ``"default"`` (group norm in the first convolution, as base) or ``"layer_norm"``.
         normalize: stored as ``cfg.task.normalize``; fine-tuning must use the same ``task.normalize``.
+        conv_channels: channels of each of the 7 feature-extractor convolutions (total stride 320).
+        extractor_mode: ``"default"`` (group norm in the first convolution, as base) or ``"layer_norm"``.
+        encoder_layers, encoder_embed_dim, encoder_ffn_embed_dim, encoder_attention_heads: transformer sizes.
+        layer_norm_first: pre-LN transformer (as the large models) instead of post-LN (as base).
         seed: seed of the random initialisation (the global torch RNG is left untouched).
 
     Audio ``(B, S)`` gives encoder states ``(B, T, encoder_embed_dim)`` with ``T`` about ``S / 320``.
