@@ -78,6 +78,11 @@ def evaluate(ckpt: Path, data: Path, subset: str, tmp: Path) -> dict:
     return doc["results"][0] if "results" in doc else doc
 
 
+def _logged_kt_weights(out: str) -> list[float]:
+    """λ of each training log line (``common.log_interval=1``: one per update)."""
+    return [float(v) for v in re.findall(r"train_inner.*?kt_weight=([\d.]+)", out)]
+
+
 def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
     save = tmp_path / "run"
     common = [
@@ -88,9 +93,11 @@ def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
         "dataset.num_workers=2",
         "dataset.validate_interval_updates=4",
         "checkpoint.save_interval_updates=4",
+        "+criterion.kt_weight_warmup_updates=8",  # λ = 0.3 · updates / 8, continued across the resume below
     ]
     out = hydra_train("demo_rl_cif", save, [*common, "optimization.max_update=4"])
     assert re.search(r"loss_kt=[\d.]+", out) and re.search(r"kt_cosine=", out), out[-3000:]
+    assert _logged_kt_weights(out) == pytest.approx([0.3 * u / 8 for u in range(4)], abs=1e-4)
     assert "num_updates 4" in out or "num_updates=4" in out
 
     ckpt = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
@@ -111,6 +118,7 @@ def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
     assert re.search(r"[Ll]oaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ 4 updates\)", out2), out2[-3000:]
     ckpt2 = torch.load(save / "checkpoint_last.pt", map_location="cpu", weights_only=False)
     assert ckpt2["optimizer_history"][-1]["num_updates"] == 6
+    assert _logged_kt_weights(out2) == pytest.approx([0.3 * u / 8 for u in (4, 5)], abs=1e-4)
     assert any(not torch.equal(ckpt["criterion"][k], ckpt2["criterion"][k]) for k in keys)  # heads kept training
 
 

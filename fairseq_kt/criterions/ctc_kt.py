@@ -19,10 +19,8 @@ This module only maps fairseq to the shared objective: the config to a :class:`~
 when it happened, and on validation with CIF ``kt_count_error`` (mean |tokens CIF's inference path fires - N|).
 """
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -36,6 +34,7 @@ from omegaconf import II
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
+from fairseq_kt.criterions.encoder_states import capture_encoder_states, unwrap
 from fairseq_kt.modules.heads import KtHeadConfig, KtLosses
 from fairseq_kt.objective import KtObjective, TeacherConfig, combine, keep_finite
 from fairseq_kt.teacher.model import DTYPES, Teacher
@@ -78,6 +77,17 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     kt_attention_heads: int = field(default=4, metadata={"help": "number of attention heads of rl_attention / cl"})
     kt_heads: Optional[int] = field(
         default=None, metadata={"help": "deprecated alias of kt_attention_heads (a head count); logs a warning"}
+    )
+    kt_weight_warmup_updates: int = field(
+        default=0,
+        metadata={"help": "λ rises linearly from 0 to kt_weight over this many updates (0 = constant λ)"},
+    )
+    kt_encoder_layer: int = field(
+        default=0,
+        metadata={
+            "help": "encoder states the KT heads read: 0 = the CTC projection's input (the paper), k >= 1 = the "
+            "output of transformer layer k"
+        },
     )
     kt_dropout: float = field(default=0.1, metadata={"help": "dropout inside the KT heads"})
     kt_positions: POSITION_CHOICES = field(  # type: ignore[valid-type]
@@ -169,46 +179,6 @@ def head_config(cfg: CtcKtCriterionConfig, method: str, encoder_dim: int) -> KtH
     ).check(HEAD_KEYS)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
-
-
-@contextlib.contextmanager
-def capture_encoder_states(model: nn.Module) -> Iterator[dict[str, Any]]:
-    """Capture, during one forward of a ``wav2vec_ctc`` model, the CTC projection's input and the padding mask.
-
-    Yields a dict that, after the forward, holds ``states`` (T×B×C) and ``padding_mask`` (B×T, True = pad, or
-    None when nothing in the batch is padded).
-
-    Raises:
-        TypeError: if the model has no ``w2v_encoder.proj`` (not a wav2vec_ctc model).
-    """
-    inner = _unwrap(model)
-    encoder = getattr(inner, "w2v_encoder", None)
-    proj = getattr(encoder, "proj", None)
-    if proj is None:
-        raise TypeError(
-            f"ctc_kt needs a wav2vec_ctc model (w2v_encoder.proj); got {type(inner).__name__}. "
-            "Set model._name=wav2vec_ctc."
-        )
-    captured: dict[str, Any] = {}
-
-    def on_proj(_module: nn.Module, args: tuple) -> None:
-        captured["states"] = args[0]
-
-    def on_encoder(_module: nn.Module, _args: tuple, output: Any) -> None:
-        captured["padding_mask"] = output.get("padding_mask") if isinstance(output, dict) else None
-
-    handles = [proj.register_forward_pre_hook(on_proj), encoder.register_forward_hook(on_encoder)]
-    try:
-        yield captured
-    finally:
-        for h in handles:
-            h.remove()
-
-
 class SilenceWatch:
     """Warns once per mode (training, validation) when KT scores no LM token for a whole logging interval.
 
@@ -275,6 +245,14 @@ class CtcKtCriterion(CtcCriterion):
             raise ValueError(f"criterion.kt_method must be one of {KT_METHODS}, got {method!r}")
         self.kt_method = "none" if cfg.kt_weight == 0 else method
         self.kt_weight = float(cfg.kt_weight) if self.kt_method != "none" else 0.0
+        self.kt_warmup = int(cfg.kt_weight_warmup_updates)
+        if self.kt_warmup < 0:
+            raise ValueError(f"criterion.kt_weight_warmup_updates must be >= 0, got {self.kt_warmup}")
+        self.encoder_layer = int(cfg.kt_encoder_layer)
+        if self.encoder_layer < 0:
+            raise ValueError(
+                f"criterion.kt_encoder_layer must be >= 0 (0 = the CTC projection's input), got {self.encoder_layer}"
+            )
         self.quantity_weight = 0.0
         self.kt_head: Optional[nn.Module] = None
         self.objective: Optional[KtObjective] = None  # holds the teacher: never in state_dict(), train(), half()
@@ -322,7 +300,7 @@ class CtcKtCriterion(CtcCriterion):
             return super().forward(model, sample, reduce=reduce, **kwargs)
         if "lm_tokens" not in sample:
             raise KeyError("ctc_kt: the batch has no 'lm_tokens': use task._name=audio_kt")
-        with capture_encoder_states(model) as captured:
+        with capture_encoder_states(model, self.encoder_layer) as captured:
             ctc_loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce, **kwargs)
         states = captured["states"].transpose(0, 1)  # B×T×C
         kt = self.kt_losses(states, captured.get("padding_mask"), sample["lm_tokens"], sample["lm_lengths"])
@@ -334,7 +312,8 @@ class CtcKtCriterion(CtcCriterion):
                 sample["id"].tolist()[:8],
                 self.num_nonfinite,
             )
-        loss = combine(ctc_loss, kt.kt, kt.quantity, self.kt_weight, self.quantity_weight)
+        kt_weight = self.current_kt_weight(model)
+        loss = combine(ctc_loss, kt.kt, kt.quantity, kt_weight, self.quantity_weight)
         count = int(utils.item(kt.count.data))
         self.silence.update(self.training, count, sample["id"].tolist())
         logging_output.update(
@@ -345,6 +324,8 @@ class CtcKtCriterion(CtcCriterion):
             kt_count=count,
             kt_nonfinite=int(not finite),
         )
+        if self.kt_warmup:
+            logging_output["kt_weight_sum"] = kt_weight * logging_output["nsentences"]  # summable across workers
         if self.kt_method == "cl":
             logging_output["kt_correct"] = utils.item(kt.correct.data)
         else:
@@ -352,6 +333,25 @@ class CtcKtCriterion(CtcCriterion):
         if kt.count_error is not None:  # CIF in eval mode: the inference path's token-count error
             logging_output["kt_count_error_sum"] = utils.item(kt.count_error.data)
         return loss, sample_size, logging_output
+
+    def current_kt_weight(self, model: nn.Module) -> float:
+        """λ at the model's current update: ``kt_weight · min(1, updates / kt_weight_warmup_updates)``.
+
+        The update count is the one fairseq's task gives the model each step (``w2v_encoder.num_updates``), so a
+        resumed run continues the ramp where it stopped.
+
+        Raises:
+            TypeError: a warm-up is set and the model does not count its updates.
+        """
+        if not self.kt_warmup:
+            return self.kt_weight
+        updates = getattr(getattr(unwrap(model), "w2v_encoder", None), "num_updates", None)
+        if updates is None:
+            raise TypeError(
+                f"criterion.kt_weight_warmup_updates needs a model that counts its updates (w2v_encoder.num_updates); "
+                f"{type(unwrap(model)).__name__} does not"
+            )
+        return kt_weight_at(int(updates), self.kt_weight, self.kt_warmup)
 
     def kt_losses(
         self, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor, lm_lengths: Tensor
@@ -377,6 +377,9 @@ class CtcKtCriterion(CtcCriterion):
         if total("kt_nonfinite") > 0:
             metrics.log_scalar("kt_nonfinite", total("kt_nonfinite"), round=0)
         _prune("kt_nonfinite", lambda agg: agg["kt_nonfinite"].count == 0)  # absent, not None, in a clean interval
+        if any("kt_weight_sum" in log for log in logging_outputs):  # λ warm-up: the mean weight per sentence
+            sentences = total("nsentences")
+            metrics.log_scalar("kt_weight", total("kt_weight_sum") / max(sentences, 1), sentences, round=4)
         if any("kt_count_error_sum" in log for log in logging_outputs):  # CIF, validation: mean |fired - N|
             sentences = total("nsentences")
             metrics.log_scalar("kt_count_error", total("kt_count_error_sum") / max(sentences, 1), sentences, round=3)
@@ -390,6 +393,13 @@ class CtcKtCriterion(CtcCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def kt_weight_at(updates: int, kt_weight: float, warmup: int) -> float:
+    """λ after ``updates`` updates of a linear warm-up from 0 to ``kt_weight`` over ``warmup`` updates."""
+    if warmup <= 0:
+        return kt_weight
+    return kt_weight * min(1.0, max(updates, 0) / warmup)
 
 
 def _check_task(cfg: CtcKtCriterionConfig, task: Any, method: str) -> int:
