@@ -103,6 +103,13 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
             "encoder_dim×vocab linear layer (far fewer parameters)"
         },
     )
+    teacher_layer: int = field(
+        default=-1,
+        metadata={
+            "help": "teacher layer whose hidden states are the KT targets: -1 = the last (the paper), 0 = the "
+            "embeddings' output, k = the output of layer k, negative = counted from the end"
+        },
+    )
     teacher_dtype: TEACHER_DTYPE_CHOICES = field(  # type: ignore[valid-type]
         default="float32", metadata={"help": "dtype the frozen teacher runs in (fp16/bf16 training never casts it)"}
     )
@@ -267,6 +274,7 @@ class CtcKtCriterion(CtcCriterion):
                 lm_path=cfg.lm_path,
                 causal=self.kt_method == "cl",
                 dtype=str(cfg.teacher_dtype),
+                teacher_layer=int(cfg.teacher_layer),
                 cache_dir=cfg.teacher_cache,
                 cache_lowercase=getattr(task.cfg, "lm_text_case", "lower") == "lower",
                 cache_max_tokens=task.lm_token_limit() if hasattr(task, "lm_token_limit") else None,
