@@ -6,7 +6,8 @@ speech, baseline CTC vs rl_cif / rl_attention / cl, paired by seed. Resumable ru
 
 Stages: ``main`` (10 min labelled, 4 methods x 5 seeds), ``control`` (random-weight encoder, baseline),
 ``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds), ``mu`` (rl_cif
-with CIF's quantity weight 0.1 instead of 1, 3 seeds: a diagnosis). ``report`` writes
+with CIF's quantity weight 0.1 instead of 1, 3 seeds: a diagnosis), ``warmup`` (λ rising over the first half),
+``layer`` (KT on encoder layer 2 of 4), ``long`` (baseline vs rl_cif, 3x the updates). ``report`` writes
 results.md, runs.csv and the plots into --out from whatever runs are finished; ``--diagnose`` adds diagnostics.md.
 """
 
@@ -39,6 +40,32 @@ def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1
                 overrides=("criterion.quantity_weight=0.1",),
             )
         ],  # fmt: skip
+        # diagnosis: let the heads fit before KT pulls the encoder (λ from 0 to 0.3 over half the updates)
+        "warmup": [
+            Cell(
+                "10min",
+                "rl_cif",
+                0.3,
+                few,
+                max_update=updates,
+                variant="warmup",
+                overrides=(f"criterion.kt_weight_warmup_updates={updates // 2}",),
+            )
+        ],  # fmt: skip
+        # diagnosis: KT on a middle layer (2 of 4), leaving the top layers to CTC
+        "layer": [
+            Cell(
+                "10min",
+                "rl_cif",
+                0.3,
+                few,
+                max_update=updates,
+                variant="layer2",
+                overrides=("criterion.kt_encoder_layer=2",),
+            )
+        ],  # fmt: skip
+        # diagnosis: three times the updates (do the heads and the acoustic model need longer?)
+        "long": [Cell("10min", m, 0.3, few, max_update=3 * updates, variant="long") for m in ("baseline", "rl_cif")],
     }
 
 
@@ -46,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="lowres_work", help="corpus, checkpoints and runs (finished runs are reused)")
     p.add_argument("--out", default="examples/pretrained_lowres", help="where results.md, runs.csv and plots go")
-    p.add_argument("--stage", action="append", help="main, control, sweep, 1h, mu (repeatable; default: all)")
+    p.add_argument(
+        "--stage", action="append", help="main, control, sweep, 1h, mu, warmup, layer, long (repeatable; default: all)"
+    )
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
     p.add_argument("--max-update", type=int, default=400, help="updates per 10-minute run")

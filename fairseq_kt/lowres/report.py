@@ -33,6 +33,14 @@ def _by_seed(rows: Sequence[dict], key: tuple, metric: str) -> dict[int, float]:
     return {r["seed"]: float(r[metric]) for r in rows if _key(r) == key and r[metric] is not None}
 
 
+def _baseline(rows: Sequence[dict], key: tuple) -> tuple:
+    """The baseline a cell is paired with: the one with the same subset, initialisation and variant (e.g. the same
+    longer schedule) where it exists, else the plain one."""
+    subset, init, _, _, variant = key
+    same = (subset, init, "baseline", 0.0, variant)
+    return same if variant and any(_key(r) == same for r in rows) else (subset, init, "baseline", 0.0, "")
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """One markdown row per cell: mean ± sd of each metric and, for KT cells, the paired difference to the
     baseline with the same subset and initialisation (``Δ [95 % CI], Wilcoxon p, seeds where KT is better``)."""
@@ -47,7 +55,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
             values = list(_by_seed(rows, key, metric).values())
             m, s = mean_sd(values)
             cells.append(f"{m:.2f} ± {s:.2f}")
-        base = (subset, init, "baseline", 0.0, "")
+        base = _baseline(rows, key)
         diffs = []
         for metric, _ in _METRICS:
             mine, theirs = _by_seed(rows, key, metric), _by_seed(rows, base, metric)

@@ -78,6 +78,22 @@ def test_report_table_pairs_kt_with_the_baseline_of_its_subset():
     assert "| baseline |" in table
 
 
+def test_a_variant_kt_cell_is_paired_with_the_baseline_of_its_variant():
+    rows = []
+    for seed, (b, bl, k) in enumerate([(50.0, 40.0, 41.0), (52.0, 41.0, 42.0), (51.0, 39.0, 40.0)], 1):
+        common = {"subset": "10min", "init": "pretrained", "seed": seed, "cer": 20.0, "homophone_acc": 40.0,
+                  "train_seconds": 100.0}  # fmt: skip
+        rows.append({**common, "method": "baseline", "kt_weight": 0.0, "wer": b})
+        rows.append({**common, "method": "baseline", "kt_weight": 0.0, "wer": bl, "variant": "long"})
+        rows.append({**common, "method": "rl_cif", "kt_weight": 0.3, "wer": k, "variant": "long"})
+        rows.append({**common, "method": "rl_cif", "kt_weight": 0.3, "wer": k + 10, "variant": "mu0.1"})
+    lines = markdown_table(rows).splitlines()
+    long_kt = next(r for r in lines if "| rl_cif (long) |" in r)
+    assert "+1.00 [" in long_kt and "0/3 better" in long_kt  # against the long baseline, not the plain one
+    mu = next(r for r in lines if "| rl_cif (mu0.1) |" in r)
+    assert "+0.00 [" in mu  # no mu0.1 baseline: paired with the plain baseline (51 - 51 on average)
+
+
 def test_shipped_encoder_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(demo, "ENCODER_NAME", "absent.pt")
     with pytest.raises(FairseqKtError, match="--w2v PATH"):
