@@ -28,7 +28,7 @@ With ``--external-dictionary`` the dictionary is written as ``dict.{labels}.txt`
 checkpoint, whose ``task.data`` then names OUT's folder: the file loads under torch's weights-only default with no
 safe globals (pass ``arg_overrides={"data": FOLDER}`` after moving the two files elsewhere).
 
-With ``--format hf``, OUT is a folder that ``transformers`` loads without fairseq (``Wav2Vec2ForCTC`` and
+With ``--format hf``, OUT is a folder that ``transformers`` loads without fairseq (``AutoModelForCTC`` and
 ``Wav2Vec2Processor.from_pretrained(OUT)``, or ``pipeline("automatic-speech-recognition", model=OUT)``); see
 :mod:`fairseq_kt.export_hf` for what it holds and which models it supports.
 
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FORMATS,
         default="fairseq",
         help="fairseq: a stock wav2vec_ctc checkpoint file (default); hf: a Hugging Face transformers folder "
-        "(Wav2Vec2ForCTC weights and config, feature extractor, CTC tokenizer of the target dictionary)",
+        "(Wav2Vec2ForCTC or HubertForCTC weights and config, feature extractor, CTC tokenizer of the target "
+        "dictionary)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite OUT (and an existing dictionary file)")
     parser.add_argument(

@@ -59,7 +59,7 @@ def capture_encoder_states(model: nn.Module, layer: int = 0) -> Iterator[dict[st
     if proj is None:
         raise TypeError(
             f"ctc_kt needs a CTC fine-tuning model with w2v_encoder.proj (wav2vec_ctc, hubert_ctc); got "
-            f"{type(inner).__name__}. Set model._name=wav2vec_ctc."
+            f"{type(inner).__name__}. Set model._name=wav2vec_ctc or hubert_ctc."
         )
     captured: dict[str, Any] = {}
 
