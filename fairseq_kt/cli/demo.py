@@ -19,7 +19,6 @@ from fairseq_kt.lowres.runs import MINILM, config_dir
 __all__ = ["config_dir", "main", "parse_args"]
 
 
-
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fairseq-kt-demo", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="demo_runs", help="where speech, runs and results go (reused)")
