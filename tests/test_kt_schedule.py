@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,13 +15,10 @@ from tests.helpers import build, first_batch, make_corpus, tiny_w2v
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return make_corpus(tmp_path_factory.mktemp("corpus"))
-
-
-@pytest.fixture(scope="module")
-def w2v(tmp_path_factory, corpus):
-    return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
+def tiny(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny espeak corpus and a tiny pretrained wav2vec2 (2 layers) made for it."""
+    corpus = make_corpus(tmp_path_factory.mktemp("corpus"))
+    return corpus, tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
 
 
 def test_kt_weight_ramps_linearly_then_stays():
@@ -29,9 +27,9 @@ def test_kt_weight_ramps_linearly_then_stays():
 
 
 @pytest.mark.parametrize("updates, lam", [(0, 0.0), (5, 0.2), (10, 0.4), (30, 0.4)])
-def test_the_loss_uses_the_warmed_up_weight(corpus, w2v, tiny_bert, updates, lam):
+def test_the_loss_uses_the_warmed_up_weight(tiny, tiny_bert, updates, lam):
     _, task, model, crit = build(
-        corpus, w2v, tiny_bert, kt_method="rl_cif", kt_weight=0.4, quantity_weight=0.5, kt_weight_warmup_updates=10
+        *tiny, tiny_bert, kt_method="rl_cif", kt_weight=0.4, quantity_weight=0.5, kt_weight_warmup_updates=10
     )
     sample = first_batch(task)
     model.eval()
@@ -43,35 +41,34 @@ def test_the_loss_uses_the_warmed_up_weight(corpus, w2v, tiny_bert, updates, lam
     assert log["kt_weight_sum"] == pytest.approx(lam * log["nsentences"])
 
 
-def test_bad_schedule_values_name_their_key(corpus, w2v, tiny_bert):
+def test_bad_schedule_values_name_their_key(tiny, tiny_bert):
     with pytest.raises(ValueError, match="criterion.kt_weight_warmup_updates"):
-        build(corpus, w2v, tiny_bert, kt_method="rl_cif", kt_weight_warmup_updates=-1)
+        build(*tiny, tiny_bert, kt_method="rl_cif", kt_weight_warmup_updates=-1)
     with pytest.raises(ValueError, match="criterion.kt_encoder_layer"):
-        build(corpus, w2v, tiny_bert, kt_method="rl_cif", kt_encoder_layer=-1)
-    _, task, model, crit = build(corpus, w2v, tiny_bert, kt_method="rl_cif", kt_encoder_layer=9)
+        build(*tiny, tiny_bert, kt_method="rl_cif", kt_encoder_layer=-1)
+    _, task, model, crit = build(*tiny, tiny_bert, kt_method="rl_cif", kt_encoder_layer=9)
     with pytest.raises(ValueError, match=r"criterion.kt_encoder_layer=9: the encoder has 2 layers"):
         crit(model, first_batch(task))
 
 
 @pytest.mark.parametrize("layer_norm_first", [False, True], ids=["post-ln", "pre-ln"])
-def test_layer_k_states_are_that_layers_output(corpus, tmp_path, tiny_bert, layer_norm_first):
-    w2v = tiny_w2v(tmp_path / "w2v.pt", corpus, layer_norm_first=layer_norm_first)
-    _, task, model, _ = build(corpus, w2v, tiny_bert)
-    sample = first_batch(task)
+def test_layer_k_states_are_that_layers_output(tiny, tmp_path, tiny_bert, layer_norm_first):
+    corpus = tiny[0]
+    _, task, model, _ = build(corpus, tiny_w2v(tmp_path / "w2v.pt", corpus, layer_norm_first), tiny_bert)
+    net_input = first_batch(task)["net_input"]
     model.eval()
+    captured = {}
     for layer in (1, 2):
-        with capture_encoder_states(model, layer) as cap:
-            out = model(**sample["net_input"])
-        torch.testing.assert_close(cap["states"], out["layer_results"][layer - 1][0])
-        assert cap["padding_mask"] is out["padding_mask"]
-    with capture_encoder_states(model, 1) as cap:
-        out = model(**sample["net_input"])
-    assert not torch.allclose(cap["states"], out["layer_results"][-1][0])  # layer 1 is not the top
+        with capture_encoder_states(model, layer) as captured[layer]:
+            out = model(**net_input)
+        torch.testing.assert_close(captured[layer]["states"], out["layer_results"][layer - 1][0])
+        assert captured[layer]["padding_mask"] is out["padding_mask"]
+    assert not torch.allclose(captured[1]["states"], captured[2]["states"])  # layer 1 is not the top
 
 
-def test_kt_on_layer_1_trains_layer_1_and_leaves_the_layers_above(corpus, w2v, tiny_bert):
+def test_kt_on_layer_1_trains_layer_1_and_leaves_the_layers_above(tiny, tiny_bert):
     _, task, model, crit = build(
-        corpus, w2v, tiny_bert, kt_method="rl_cif", kt_weight=1.0, quantity_weight=0.0, kt_encoder_layer=1
+        *tiny, tiny_bert, kt_method="rl_cif", kt_weight=1.0, quantity_weight=0.0, kt_encoder_layer=1
     )
     sample = first_batch(task)
     model.train()

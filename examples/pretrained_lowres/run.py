@@ -22,49 +22,22 @@ from fairseq_kt.lowres.experiment import Cell
 
 
 def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1h: int) -> dict[str, list[Cell]]:
+    def rl_cif_variant(name: str, override: str) -> list[Cell]:  # a diagnosis: rl_cif, λ 0.3, one more override
+        return [Cell("10min", "rl_cif", 0.3, few, max_update=updates, variant=name, overrides=(override,))]
+
     main = [Cell("10min", m, 0.3, seeds, max_update=updates) for m in ("baseline", "rl_cif", "rl_attention", "cl")]
     return {
         "main": main,
         "control": [Cell("10min", "baseline", 0.3, few, init="random", max_update=updates)],
         "sweep": [Cell("10min", "rl_cif", lam, few, max_update=updates) for lam in (0.1, 0.5)],
         "1h": [Cell("1h", m, 0.3, few, max_update=updates_1h) for m in ("baseline", "rl_cif")],
-        # diagnosis: is it CIF's quantity loss (mu = 1, not scaled by lambda) that pulls the encoder?
-        "mu": [
-            Cell(
-                "10min",
-                "rl_cif",
-                0.3,
-                few,
-                max_update=updates,
-                variant="mu0.1",
-                overrides=("criterion.quantity_weight=0.1",),
-            )
-        ],  # fmt: skip
-        # diagnosis: let the heads fit before KT pulls the encoder (λ from 0 to 0.3 over half the updates)
-        "warmup": [
-            Cell(
-                "10min",
-                "rl_cif",
-                0.3,
-                few,
-                max_update=updates,
-                variant="warmup",
-                overrides=(f"criterion.kt_weight_warmup_updates={updates // 2}",),
-            )
-        ],  # fmt: skip
-        # diagnosis: KT on a middle layer (2 of 4), leaving the top layers to CTC
-        "layer": [
-            Cell(
-                "10min",
-                "rl_cif",
-                0.3,
-                few,
-                max_update=updates,
-                variant="layer2",
-                overrides=("criterion.kt_encoder_layer=2",),
-            )
-        ],  # fmt: skip
-        # diagnosis: three times the updates (do the heads and the acoustic model need longer?)
+        # is it CIF's quantity loss (mu = 1, not scaled by lambda) that pulls the encoder?
+        "mu": rl_cif_variant("mu0.1", "criterion.quantity_weight=0.1"),
+        # let the heads fit before KT pulls the encoder (λ from 0 to 0.3 over half the updates)
+        "warmup": rl_cif_variant("warmup", f"criterion.kt_weight_warmup_updates={updates // 2}"),
+        # KT on a middle layer (2 of 4), leaving the top layers to CTC
+        "layer": rl_cif_variant("layer2", "criterion.kt_encoder_layer=2"),
+        # three times the updates: do the heads and the acoustic model need longer?
         "long": [Cell("10min", m, 0.3, few, max_update=3 * updates, variant="long") for m in ("baseline", "rl_cif")],
     }
 
