@@ -7,7 +7,8 @@ speech, baseline CTC vs rl_cif / rl_attention / cl, paired by seed. Resumable ru
 Stages: ``main`` (10 min labelled, 4 methods x 5 seeds), ``control`` (random-weight encoder, baseline),
 ``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds), ``mu`` (rl_cif
 with CIF's quantity weight 0.1 instead of 1, 3 seeds: a diagnosis), ``warmup`` (λ rising over the first half),
-``layer`` (KT on encoder layer 2 of 4), ``long`` (baseline vs rl_cif, 3x the updates). ``report`` writes
+``layer`` (KT on encoder layer 2 of 4), ``long`` (baseline vs rl_cif, 3x the updates), ``1h_long`` (the same on
+1 h labelled, 2.5x the 1 h updates). ``report`` writes
 results.md, runs.csv and the plots into --out from whatever runs are finished; ``--diagnose`` adds diagnostics.md.
 """
 
@@ -39,6 +40,10 @@ def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1
         "layer": rl_cif_variant("layer2", "criterion.kt_encoder_layer=2"),
         # three times the updates: do the heads and the acoustic model need longer?
         "long": [Cell("10min", m, 0.3, few, max_update=3 * updates, variant="long") for m in ("baseline", "rl_cif")],
+        # the strongest acoustic model this machine affords: 1 h labelled, 2.5x the 1 h updates
+        "1h_long": [
+            Cell("1h", m, 0.3, few, max_update=5 * updates_1h // 2, variant="long") for m in ("baseline", "rl_cif")
+        ],
     }
 
 
