@@ -30,14 +30,14 @@ def w2v(tmp_path_factory, corpus):
     return tiny_w2v(tmp_path_factory.mktemp("w2v") / "w2v.pt", corpus)
 
 
-def run_hydra_train(config: str, save_dir: Path, overrides: list[str]) -> tuple[int, str]:
-    """fairseq-hydra-train with ``config`` and ``overrides``: (exit status, stdout + stderr)."""
+def run_hydra_train(config: str, save_dir: Path, overrides: list[str], config_dir: Path = CONFIGS) -> tuple[int, str]:
+    """fairseq-hydra-train with ``config`` (in ``config_dir``) and ``overrides``: (exit status, stdout + stderr)."""
     cmd = [
         sys.executable,
         "-m",
         "fairseq_cli.hydra_train",
         "--config-dir",
-        str(CONFIGS),
+        str(config_dir),
         "--config-name",
         config,
         f"checkpoint.save_dir={save_dir}",

@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from fairseq_kt.criterions.encoder_states import capture_encoder_states, unwrap
+from fairseq_kt.head_lr import tag_lr_scale
 from fairseq_kt.modules.heads import KtHeadConfig, KtLosses
 from fairseq_kt.objective import KtObjective, TeacherConfig, combine, keep_finite
 from fairseq_kt.teacher.model import DTYPES, Teacher
@@ -87,6 +88,13 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
         metadata={
             "help": "encoder states the KT heads read: 0 = the CTC projection's input (the paper), k >= 1 = the "
             "output of transformer layer k"
+        },
+    )
+    kt_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "the KT heads learn at this × the model's learning rate (needs optimizer._name=composite with "
+            "dynamic_groups=true; checked before the first update)"
         },
     )
     kt_dropout: float = field(default=0.1, metadata={"help": "dropout inside the KT heads"})
@@ -264,6 +272,7 @@ class CtcKtCriterion(CtcCriterion):
         self.kt_head: Optional[nn.Module] = None
         self.objective: Optional[KtObjective] = None  # holds the teacher: never in state_dict(), train(), half()
         self.num_nonfinite = 0
+        self.kt_lr_scale = 1.0
         if self.kt_method == "none":
             return
         encoder_dim = _check_task(cfg, task, method)
@@ -281,6 +290,8 @@ class CtcKtCriterion(CtcCriterion):
             )
         )
         self.kt_head = self.objective.build_head(head_cfg)
+        self.kt_lr_scale = float(cfg.kt_lr_scale)
+        tag_lr_scale(self.kt_head, self.kt_lr_scale)
         self.silence = SilenceWatch(_log_interval(cfg))
         logger.info(
             "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",

@@ -18,6 +18,7 @@ from fairseq_kt.data.lm_transcript_dataset import LmTranscriptDataset
 from fairseq_kt.data.manifest_check import BadAudioError, check_manifest, describe_problems, drop_manifest_entries
 from fairseq_kt.data.token_check import check_lm_tokens
 from fairseq_kt.errors import FairseqKtError
+from fairseq_kt.head_lr import check_optimizer
 from fairseq_kt.io import DataFileError
 from fairseq_kt.teacher.model import lm_max_tokens, load_tokenizer
 
@@ -223,8 +224,10 @@ class AudioKtTask(AudioFinetuningTask):
         """fairseq's train step under a numpy seed drawn from torch (which the trainer re-seeds every update).
 
         wav2vec2's layerdrop draws from numpy's global generator, seeded only once per process: without this, a
-        resumed run and an uninterrupted run drop different layers.
+        resumed run and an uninterrupted run drop different layers. An optimizer that would ignore
+        ``criterion.kt_lr_scale`` is refused (:func:`fairseq_kt.head_lr.check_optimizer`).
         """
+        check_optimizer(optimizer, getattr(criterion, "kt_lr_scale", 1.0))
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
         with data_utils.numpy_seed(seed):
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
