@@ -7,8 +7,8 @@ speech, baseline CTC vs rl_cif / rl_attention / cl, paired by seed. Resumable ru
 Stages: ``main`` (10 min labelled, 4 methods x 5 seeds), ``control`` (random-weight encoder, baseline),
 ``sweep`` (rl_cif, lambda 0.1 / 0.5, 3 seeds), ``1h`` (1 h labelled, baseline vs rl_cif, 3 seeds), ``mu`` (rl_cif
 with CIF's quantity weight 0.1 instead of 1, 3 seeds: a diagnosis), ``warmup`` (λ rising over the first half),
-``layer`` (KT on encoder layer 2 of 4), ``long`` (baseline vs rl_cif, 3x the updates), ``1h_long`` (the same on
-1 h labelled, 2.5x the 1 h updates). ``report`` writes
+``layer`` (KT on encoder layer 2 of 4), ``headlr`` (the heads at 5x the learning rate), ``long`` (baseline vs
+rl_cif, 3x the updates), ``1h_long`` (the same on 1 h labelled, 2x the 1 h updates). ``report`` writes
 results.md, runs.csv and the plots into --out from whatever runs are finished; ``--diagnose`` adds diagnostics.md.
 """
 
@@ -22,9 +22,11 @@ from fairseq_kt.lowres import experiment
 from fairseq_kt.lowres.experiment import Cell
 
 
-def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1h: int) -> dict[str, list[Cell]]:
-    def rl_cif_variant(name: str, override: str) -> list[Cell]:  # a diagnosis: rl_cif, λ 0.3, one more override
-        return [Cell("10min", "rl_cif", 0.3, few, max_update=updates, variant=name, overrides=(override,))]
+def stages(
+    seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1h: int, kt_lr_configs: Path
+) -> dict[str, list[Cell]]:
+    def rl_cif_variant(name: str, *overrides: str, config: str = "lowres") -> list[Cell]:  # rl_cif, λ 0.3, + overrides
+        return [Cell("10min", "rl_cif", 0.3, few, max_update=updates, variant=name, overrides=overrides, config=config)]
 
     main = [Cell("10min", m, 0.3, seeds, max_update=updates) for m in ("baseline", "rl_cif", "rl_attention", "cl")]
     return {
@@ -38,12 +40,14 @@ def stages(seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1
         "warmup": rl_cif_variant("warmup", f"criterion.kt_weight_warmup_updates={updates // 2}"),
         # KT on a middle layer (2 of 4), leaving the top layers to CTC
         "layer": rl_cif_variant("layer2", "criterion.kt_encoder_layer=2"),
+        # the heads learn at 5x the encoder's learning rate (fairseq's composite optimizer, one schedule)
+        "headlr": rl_cif_variant(
+            "headlr5", f"hydra.searchpath=[file://{kt_lr_configs}]", "+criterion.kt_lr_scale=5", config="lowres_kt_lr"
+        ),
         # three times the updates: do the heads and the acoustic model need longer?
         "long": [Cell("10min", m, 0.3, few, max_update=3 * updates, variant="long") for m in ("baseline", "rl_cif")],
-        # the strongest acoustic model this machine affords: 1 h labelled, 2.5x the 1 h updates
-        "1h_long": [
-            Cell("1h", m, 0.3, few, max_update=5 * updates_1h // 2, variant="long") for m in ("baseline", "rl_cif")
-        ],
+        # the strongest acoustic model this machine affords: 1 h labelled, 2x the 1 h updates
+        "1h_long": [Cell("1h", m, 0.3, few, max_update=2 * updates_1h, variant="long") for m in ("baseline", "rl_cif")],
     }
 
 
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="lowres_work", help="corpus, checkpoints and runs (finished runs are reused)")
     p.add_argument("--out", default="examples/pretrained_lowres", help="where results.md, runs.csv and plots go")
     p.add_argument(
-        "--stage", action="append", help="main, control, sweep, 1h, mu, warmup, layer, long (repeatable; default: all)"
+        "--stage",
+        action="append",
+        help="main, control, sweep, 1h, mu, warmup, layer, headlr, long, 1h_long (repeatable; default: all)",
     )
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     restored = experiment.restore_rows(setting, Path(args.out) / "runs.csv")
     if restored:
         print(f"[resume] {restored} finished runs taken from {Path(args.out) / 'runs.csv'}", flush=True)
-    plan = stages(seeds, few, args.max_update, args.max_update_1h)
+    plan = stages(seeds, few, args.max_update, args.max_update_1h, experiment.write_kt_lr_config(setting.work))
     chosen = args.stage or list(plan)
     if not args.report_only:
         for name in chosen:

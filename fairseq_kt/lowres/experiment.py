@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairseq_kt.head_lr import composite_optimizer
 from fairseq_kt.io import atomic_write_json, atomic_write_text
 from fairseq_kt.lowres import corpus, pretrain, text
 from fairseq_kt.lowres.homophones import homophone_score, read_id_text
-from fairseq_kt.lowres.runs import MINILM, RunSpec, evaluate, read_log, train
+from fairseq_kt.lowres.runs import MINILM, RunSpec, config_dir, evaluate, read_log, train
 
 __all__ = ["Cell", "Setting", "prepare", "run_grid"]
 
@@ -105,6 +106,24 @@ class Cell:
     max_update: int = 400
     variant: str = ""
     overrides: tuple[str, ...] = ()
+    config: str = "lowres"
+
+
+def write_kt_lr_config(work: Path, name: str = "lowres_kt_lr") -> Path:
+    """``work/configs/<name>.yaml``: the ``lowres`` recipe with fairseq's composite optimizer (one default group,
+    the same Adam and tri-stage schedule), which ``criterion.kt_lr_scale`` needs. Returns the folder, for
+    ``hydra.searchpath``."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_dir() / "lowres.yaml")
+    cfg.optimizer, cfg.lr_scheduler = composite_optimizer(
+        OmegaConf.to_container(cfg.optimizer), OmegaConf.to_container(cfg.lr_scheduler), float(cfg.optimization.lr[0])
+    )
+    folder = work / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    head = "# @package _group_\n# lowres.yaml with a composite optimizer (criterion.kt_lr_scale needs it)\n"
+    atomic_write_text(folder / f"{name}.yaml", head + OmegaConf.to_yaml(cfg))
+    return folder
 
 
 def _teacher(setting: Setting, method: str) -> str | None:
@@ -130,6 +149,7 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         lm_path=_teacher(setting, cell.method),
         kt_weight=cell.kt_weight,
         overrides=cell.overrides,
+        config=cell.config,
     )
     folder = run_dir(setting, cell, seed)
     record = train(spec, folder, threads=threads)

@@ -134,3 +134,22 @@ def test_committed_rows_resume_a_fresh_work_folder(tmp_path):
     # run_grid skips them: no training is attempted for finished (cell, seed) pairs
     done = experiment.run_grid(setting, [Cell("10min", "baseline", 0.3, (1,)), Cell("10min", "rl_cif", 0.3, (1,))])
     assert [r["cer"] for r in done] == [50.0, 51.0]
+
+
+def test_kt_lr_config_is_lowres_with_a_composite_optimizer(tmp_path):
+    from fairseq.dataclass.utils import merge_with_parent
+    from fairseq.optim.composite import CompositeOptimizerConfig
+    from omegaconf import OmegaConf
+
+    from fairseq_kt.lowres.experiment import write_kt_lr_config
+
+    folder = write_kt_lr_config(tmp_path)
+    derived, lowres = OmegaConf.load(folder / "lowres_kt_lr.yaml"), OmegaConf.load(config_dir() / "lowres.yaml")
+    group = derived.optimizer.groups.default
+    assert (derived.optimizer._name, derived.optimizer.dynamic_groups) == ("composite", True)
+    assert group.optimizer == lowres.optimizer and group.lr_scheduler == lowres.lr_scheduler
+    assert group.lr_float == lowres.optimization.lr[0] and derived.lr_scheduler._name == "pass_through"
+    assert {k: v for k, v in derived.items() if k not in ("optimizer", "lr_scheduler")} == {
+        k: v for k, v in lowres.items() if k not in ("optimizer", "lr_scheduler")
+    }
+    merge_with_parent(CompositeOptimizerConfig(), derived.optimizer)  # fairseq's own dataclass takes it
