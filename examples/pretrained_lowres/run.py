@@ -25,8 +25,8 @@ from fairseq_kt.lowres.experiment import Cell
 def stages(
     seeds: tuple[int, ...], few: tuple[int, ...], updates: int, updates_1h: int, kt_lr_configs: Path
 ) -> dict[str, list[Cell]]:
-    def rl_cif_variant(name: str, *overrides: str, config: str = "lowres") -> list[Cell]:  # rl_cif, λ 0.3, + overrides
-        return [Cell("10min", "rl_cif", 0.3, few, max_update=updates, variant=name, overrides=overrides, config=config)]
+    def rl_cif_variant(name: str, *overrides: str, **config: str) -> list[Cell]:  # rl_cif, λ 0.3, + overrides
+        return [Cell("10min", "rl_cif", 0.3, few, max_update=updates, variant=name, overrides=overrides, **config)]
 
     main = [Cell("10min", m, 0.3, seeds, max_update=updates) for m in ("baseline", "rl_cif", "rl_attention", "cl")]
     return {
@@ -42,7 +42,7 @@ def stages(
         "layer": rl_cif_variant("layer2", "criterion.kt_encoder_layer=2"),
         # the heads learn at 5x the encoder's learning rate (fairseq's composite optimizer, one schedule)
         "headlr": rl_cif_variant(
-            "headlr5", f"hydra.searchpath=[file://{kt_lr_configs}]", "+criterion.kt_lr_scale=5", config="lowres_kt_lr"
+            "headlr5", "+criterion.kt_lr_scale=5", config="lowres_kt_lr", config_dir=str(kt_lr_configs)
         ),
         # three times the updates: do the heads and the acoustic model need longer?
         "long": [Cell("10min", m, 0.3, few, max_update=3 * updates, variant="long") for m in ("baseline", "rl_cif")],

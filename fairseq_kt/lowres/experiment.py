@@ -107,12 +107,13 @@ class Cell:
     variant: str = ""
     overrides: tuple[str, ...] = ()
     config: str = "lowres"
+    config_dir: str = ""
 
 
 def write_kt_lr_config(work: Path, name: str = "lowres_kt_lr") -> Path:
     """``work/configs/<name>.yaml``: the ``lowres`` recipe with fairseq's composite optimizer (one default group,
-    the same Adam and tri-stage schedule), which ``criterion.kt_lr_scale`` needs. Returns the folder, for
-    ``hydra.searchpath``."""
+    the same Adam and tri-stage schedule), which ``criterion.kt_lr_scale`` needs. Returns the folder (a
+    ``--config-dir``)."""
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(config_dir() / "lowres.yaml")
@@ -150,6 +151,7 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         kt_weight=cell.kt_weight,
         overrides=cell.overrides,
         config=cell.config,
+        config_dir=cell.config_dir,
     )
     folder = run_dir(setting, cell, seed)
     record = train(spec, folder, threads=threads)
@@ -255,9 +257,9 @@ def write_report(setting: Setting, out: Path, command: str) -> None:
 
 
 def write_diagnostics(setting: Setting, out: Path, seed: int = 1, probe_utterances: int = 400) -> str:
-    """``out/diagnostics.md``: the causal teacher's quality on the test sentences and the word-identity probe on the
+    """``out/diagnostics.md``: the causal teacher's quality on the test sentences, the word-identity probe on the
     encoder states of each method's run with ``seed`` (10 minutes, λ = 0.3), over labelled-pool utterances that no
-    10-minute run trained on. Returns the text."""
+    10-minute run trained on, and the agreement of each KT run's gradient with CTC's. Returns the text."""
     from fairseq_kt.lowres import diagnose
 
     test = [line.lower() for line in (setting.data["10min"] / "test.wrd").read_text(encoding="utf-8").splitlines()]
@@ -281,11 +283,36 @@ def write_diagnostics(setting: Setting, out: Path, seed: int = 1, probe_utteranc
         "| method | probe accuracy % |",
         "|---|---|",
         *[f"| {m} | {acc:.1f} |" for m, acc in probe.items()],
+        "",
+        *_gradient_lines(setting, runs),
     ]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "diagnostics.md", text)
     print(text, flush=True)
     return text
+
+
+def _gradient_lines(setting: Setting, runs: dict[str, Path]) -> list[str]:
+    """The CTC-vs-KT gradient agreement (:mod:`.gradients`) of each KT run's final checkpoint, as markdown."""
+    from fairseq_kt.lowres.gradients import gradient_agreement, load_kt_run
+
+    lines = [
+        "Agreement of the KT gradient with CTC's on the encoder's transformer layers (final checkpoint, eval mode, "
+        "16 batches of 8 training utterances; cosine between the two losses' gradients, and the strength "
+        "λ·|g_KT| / ((1 − λ)·|g_CTC|) at λ = 0.3):",
+        "",
+        "| method | cosine (mean ± sd over batches) | KT / CTC gradient strength |",
+        "|---|---|---|",
+    ]
+    for method, checkpoint in runs.items():
+        if method == "baseline":
+            continue
+        model, criterion, batches = load_kt_run(checkpoint, setting.data["10min"])
+        agree = gradient_agreement(model, criterion, batches, kt_weight=0.3)
+        lines.append(
+            f"| {method} | {agree['cosine_mean']:+.3f} ± {agree['cosine_sd']:.3f} | {agree['ratio_mean']:.2f} |"
+        )
+    return lines
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:

@@ -57,7 +57,8 @@ class RunSpec:
         max_update: updates (identical across compared runs).
         lm_path: the teacher (``criterion.lm_path``), None for the baseline.
         kt_weight: λ.
-        config: the config name in :func:`config_dir`.
+        config: the config name in ``config_dir``.
+        config_dir: a folder of configs (empty: the shipped recipes, :func:`config_dir`).
         overrides: further ``key=value`` overrides.
     """
 
@@ -70,13 +71,14 @@ class RunSpec:
     kt_weight: float = 0.3
     config: str = "lowres"
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    config_dir: str = ""
 
     def command(self, run_dir: Path) -> list[str]:
         """The ``fairseq-hydra-train`` command line (as ``python -m fairseq_cli.hydra_train``)."""
         package = Path(__file__).resolve().parents[1]
         cmd = [
             sys.executable, "-m", "fairseq_cli.hydra_train",
-            "--config-dir", str(config_dir()), "--config-name", self.config,
+            "--config-dir", self.config_dir or str(config_dir()), "--config-name", self.config,
             f"common.user_dir={package}", f"common.seed={self.seed}",
             f"task.data={self.data}", f"model.w2v_path={self.w2v}",
             f"checkpoint.save_dir={run_dir}", f"hydra.run.dir={run_dir / 'hydra'}",
@@ -141,6 +143,8 @@ def train(spec: RunSpec, run_dir: Path, echo: bool = False, threads: int | None 
 def _spec_json(spec: RunSpec) -> dict:
     d = asdict(spec)
     d["overrides"] = list(spec.overrides)
+    if not spec.config_dir:  # the shipped recipes: records written before the field existed still match
+        del d["config_dir"]
     return d
 
 
