@@ -299,19 +299,19 @@ def _gradient_lines(setting: Setting, runs: dict[str, Path]) -> list[str]:
     lines = [
         "Agreement of the KT gradient with CTC's on the encoder's transformer layers (final checkpoint, eval mode, "
         "16 batches of 8 training utterances; cosine between the two losses' gradients, and the strength "
-        "λ·|g_KT| / ((1 − λ)·|g_CTC|) at λ = 0.3):",
+        "λ·|g_KT| / ((1 − λ)·|g_CTC|) at λ = 0.3, and for CIF μ·|g_quantity| / ((1 − λ)·|g_CTC|)):",
         "",
-        "| method | cosine (mean ± sd over batches) | KT / CTC gradient strength |",
-        "|---|---|---|",
+        "| method | cosine (mean ± sd over batches) | KT / CTC gradient strength | CIF quantity / CTC (μ = 1) |",
+        "|---|---|---|---|",
     ]
     for method, checkpoint in runs.items():
         if method == "baseline":
             continue
         model, criterion, batches = load_kt_run(checkpoint, setting.data["10min"])
         agree = gradient_agreement(model, criterion, batches, kt_weight=0.3)
-        lines.append(
-            f"| {method} | {agree['cosine_mean']:+.3f} ± {agree['cosine_sd']:.3f} | {agree['ratio_mean']:.2f} |"
-        )
+        quantity = f"{agree['quantity_ratio_mean']:.3f}" if "quantity_ratio_mean" in agree else "—"
+        cosine = f"{agree['cosine_mean']:+.3f} ± {agree['cosine_sd']:.3f}"
+        lines.append(f"| {method} | {cosine} | {agree['ratio_mean']:.3f} | {quantity} |")
     return lines
 
 

@@ -22,20 +22,22 @@ __all__ = ["gradient_agreement", "load_kt_run"]
 
 
 @contextlib.contextmanager
-def _only(criterion: Any, kt_weight: float) -> Iterator[None]:
-    """``criterion`` with λ = ``kt_weight``, no warm-up and no quantity loss, restored afterwards."""
+def _only(criterion: Any, kt_weight: float, mu: float = 0.0) -> Iterator[None]:
+    """``criterion`` with λ = ``kt_weight``, μ = ``mu`` and no warm-up, restored afterwards."""
     saved = (criterion.kt_weight, criterion.quantity_weight, criterion.kt_warmup)
-    criterion.kt_weight, criterion.quantity_weight, criterion.kt_warmup = kt_weight, 0.0, 0
+    criterion.kt_weight, criterion.quantity_weight, criterion.kt_warmup = kt_weight, mu, 0
     try:
         yield
     finally:
         criterion.kt_weight, criterion.quantity_weight, criterion.kt_warmup = saved
 
 
-def _grad(model: nn.Module, criterion: Any, sample: dict, params: list[nn.Parameter], kt_weight: float) -> torch.Tensor:
+def _grad(
+    model: nn.Module, criterion: Any, sample: dict, params: list[nn.Parameter], kt_weight: float, mu: float = 0.0
+) -> torch.Tensor:
     model.zero_grad(set_to_none=True)
     criterion.zero_grad(set_to_none=True)
-    with _only(criterion, kt_weight):
+    with _only(criterion, kt_weight, mu):
         loss, _, _ = criterion(model, sample)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
@@ -53,21 +55,29 @@ def gradient_agreement(
         kt_weight: the λ of the trained mix, for the strength ratio.
 
     Returns:
-        ``cosine_mean``, ``cosine_sd``, ``ratio_mean`` (``λ·|g_KT| / ((1 − λ)·|g_CTC|)``) and ``batches``.
+        ``cosine_mean``, ``cosine_sd``, ``ratio_mean`` (``λ·|g_KT| / ((1 − λ)·|g_CTC|)``), ``batches`` and, for
+        CIF (a criterion with a quantity loss), ``quantity_ratio_mean`` (``μ·|g_quantity| / ((1 − λ)·|g_CTC|)``).
     """
+    mu = float(criterion.quantity_weight)
     params = [p for p in model.w2v_encoder.w2v_model.encoder.layers.parameters() if p.requires_grad]
     model.eval()
     criterion.eval()
-    cosines, ratios = [], []
+    cosines, ratios, quantity = [], [], []
     for sample in batches:
         g_ctc = _grad(model, criterion, sample, params, 0.0)
         g_kt = _grad(model, criterion, sample, params, 1.0)
         cosines.append(float(torch.nn.functional.cosine_similarity(g_ctc, g_kt, dim=0)))
-        ratios.append(kt_weight * float(g_kt.norm()) / max((1 - kt_weight) * float(g_ctc.norm()), 1e-30))
+        scale = max((1 - kt_weight) * float(g_ctc.norm()), 1e-30)
+        ratios.append(kt_weight * float(g_kt.norm()) / scale)
+        if mu > 0:  # CTC + μ·quantity, minus CTC
+            quantity.append(float((_grad(model, criterion, sample, params, 0.0, mu) - g_ctc).norm()) / scale)
     n = len(cosines)
     mean = sum(cosines) / max(n, 1)
     sd = math.sqrt(sum((c - mean) ** 2 for c in cosines) / (n - 1)) if n > 1 else 0.0
-    return {"cosine_mean": mean, "cosine_sd": sd, "ratio_mean": sum(ratios) / max(n, 1), "batches": float(n)}
+    result = {"cosine_mean": mean, "cosine_sd": sd, "ratio_mean": sum(ratios) / max(n, 1), "batches": float(n)}
+    if quantity:
+        result["quantity_ratio_mean"] = sum(quantity) / len(quantity)
+    return result
 
 
 def load_kt_run(checkpoint: Path, data: Path, batch_size: int = 8, num_batches: int = 16) -> tuple[Any, Any, list]:

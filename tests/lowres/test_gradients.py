@@ -39,6 +39,9 @@ def test_agreement_is_the_cosine_of_stock_ctc_and_pure_kt_gradients(built):
     assert result["cosine_sd"] == pytest.approx(0.0, abs=1e-6) and result["batches"] == 2
     assert result["ratio_mean"] == pytest.approx(0.3 * float(g_kt.norm()) / (0.7 * float(g_ctc.norm())), rel=1e-4)
     assert (crit.kt_weight, crit.quantity_weight, crit.kt_warmup) == (0.3, 1.0, 5)  # restored
+    quantity = crit.kt_losses(*_states(model, sample), sample["lm_tokens"], sample["lm_lengths"]).quantity
+    g_q = _encoder_grad(model, quantity)  # μ = 1
+    assert result["quantity_ratio_mean"] == pytest.approx(float(g_q.norm()) / (0.7 * float(g_ctc.norm())), rel=1e-3)
 
 
 def _states(model, sample):
