@@ -64,3 +64,15 @@ def test_a_plain_optimizer_is_refused_before_the_first_update(corpus, w2v, tiny_
     assert code != 0
     assert "criterion.kt_lr_scale=10.0 needs optimizer._name=composite" in out
     assert not (save / "checkpoint_last.pt").exists()
+
+
+def test_the_readme_block_is_what_composite_optimizer_writes_for_lowres():
+    readme = (CONFIGS.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### A learning rate for the KT heads") :]
+    block = OmegaConf.create(section[section.index("```yaml") + 7 : section.index("```", section.index("```yaml") + 7)])
+    lowres = OmegaConf.load(CONFIGS / "lowres.yaml")
+    optimizer, scheduler = composite_optimizer(
+        OmegaConf.to_container(lowres.optimizer), OmegaConf.to_container(lowres.lr_scheduler), lowres.optimization.lr[0]
+    )
+    assert OmegaConf.to_container(block.optimizer) == optimizer
+    assert block.lr_scheduler == scheduler["_name"]
