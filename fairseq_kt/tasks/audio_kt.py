@@ -102,6 +102,7 @@ class AudioKtTask(AudioFinetuningTask):
     def __init__(self, cfg: AudioKtConfig) -> None:
         super().__init__(cfg)
         self.encoder_dim: Optional[int] = None
+        self._checked_optimizer: Any = None  # the optimizer train_step last checked for criterion.kt_lr_scale
 
     def lm_token_limit(self, tokenizer: Any = None) -> Optional[int]:
         """How many LM tokens of a transcript the dataset keeps (None without a teacher); see ``task.lm_max_tokens``.
@@ -227,7 +228,9 @@ class AudioKtTask(AudioFinetuningTask):
         resumed run and an uninterrupted run drop different layers. An optimizer that would ignore
         ``criterion.kt_lr_scale`` is refused (:func:`fairseq_kt.head_lr.check_optimizer`).
         """
-        check_optimizer(optimizer, getattr(criterion, "kt_lr_scale", 1.0))
+        if self._checked_optimizer is not optimizer:  # once per optimizer, not every step
+            check_optimizer(optimizer, getattr(criterion, "kt_lr_scale", 1.0))
+            self._checked_optimizer = optimizer
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
         with data_utils.numpy_seed(seed):
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
