@@ -1,5 +1,6 @@
-"""``fairseq-kt-bench``'s library: the CIF suite (:mod:`.cif`), the training-step suite (:mod:`.step`, files in
-:mod:`.workspace`) and the report (:mod:`.report`). Every ratio compares measurements taken in the same run.
+"""``fairseq-kt-bench``'s library: the CIF suite (:mod:`.cif`), the training-step suite (:mod:`.step`, its settings
+in :mod:`.settings`, its files in :mod:`.workspace`) and the report (:mod:`.report`). Every ratio compares
+measurements taken in the same run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from fairseq_kt.bench.report import (
     target_summary,
     throughput_line,
 )
-from fairseq_kt.bench.step import TINY_MODEL_OVERRIDES, StepSettings, run_step_suite
+from fairseq_kt.bench.settings import TINY_MODEL_OVERRIDES, StepSettings
+from fairseq_kt.bench.step import run_step_suite
 from fairseq_kt.io import atomic_write_json
 
 SUITES = ("cif", "step")

@@ -213,6 +213,61 @@ def _max_abs(a: Tensor, b: Tensor) -> float:
     return float((a.detach() - b.detach()).abs().max()) if a.numel() else 0.0
 
 
+def _differences(ours: tuple[Tensor, Tensor, Tensor], other: tuple[Tensor, Tensor, Tensor]) -> dict[str, float]:
+    """Max |difference| of the vectors and of the two gradients, as :func:`_with_gradients` returns them."""
+    return {
+        "vectors": _max_abs(ours[0], other[0]),
+        "grad_states": _max_abs(ours[1], other[1]),
+        "grad_logits": _max_abs(ours[2], other[2]),
+    }
+
+
+def _with_gradients(fn: Callable[[CifInputs], Tensor], x: CifInputs) -> tuple[Tensor, Tensor, Tensor]:
+    """``fn(x)``'s vectors and the gradients of ``(vectors * x.upstream).sum()`` in the states and the logits."""
+    vectors = fn(x)
+    grads = torch.autograd.grad((vectors * x.upstream).sum(), (x.states, x.logits))
+    return vectors.detach(), grads[0], grads[1]
+
+
+def _torch_cif_at(cif_function: Callable[..., Any], beta: float, eps: float) -> Callable[[CifInputs], Tensor]:
+    """torch-cif's output vectors at threshold ``beta`` and weight epsilon ``eps``, as a CIF implementation."""
+
+    def fn(inp: CifInputs) -> Tensor:
+        return cif_function(
+            inp.states, inp.alpha(), beta=beta, padding_mask=inp.padding_mask, target_lengths=inp.targets, eps=eps
+        )["cif_out"][0]
+
+    return fn
+
+
+def _torch_cif_agreement(
+    x: CifInputs, ours: tuple[Tensor, Tensor, Tensor], cif_function: Callable[..., Any]
+) -> dict[str, Any]:
+    """torch-cif's differences from ours (``ours``: our CIF on ``x`` through :func:`_with_gradients`).
+
+    The keys are described in :func:`compare_cif_outputs`.
+    """
+    from fairseq_kt.modules.cif import cif, scale_weights
+
+    def ours_at(beta: float) -> Tensor:
+        with torch.no_grad():
+            return cif(
+                x.states, scale_weights(x.alpha(), x.targets), x.padding_mask, threshold=beta, target_lengths=x.targets
+            ).vectors
+
+    default_eps = _with_gradients(_torch_cif_at(cif_function, 1.0, 1e-4), x)
+    zero_eps = _with_gradients(_torch_cif_at(cif_function, 1.0, 0.0), x)
+    with torch.no_grad():
+        tc_09 = _torch_cif_at(cif_function, 0.9, 0.0)(x)
+    return {
+        "beta1_default_eps": _differences(ours, default_eps),
+        "beta1_eps0": _differences(ours, zero_eps),
+        "beta09_vs_ours_beta09": _max_abs(ours_at(0.9), tc_09),
+        "torch_cif_beta_over_beta_vs_ours_beta1": _max_abs(ours_at(1.0), tc_09 / 0.9),
+        "vector_scale": float(ours[0].abs().max()),
+    }
+
+
 def compare_cif_outputs(settings: CifSettings, device: torch.device) -> dict[str, Any]:
     """Max |difference| of vectors and gradients between ours, the loop and torch-cif (float64 inputs).
 
@@ -222,76 +277,18 @@ def compare_cif_outputs(settings: CifSettings, device: torch.device) -> dict[str
     torch-cif's output divided by β equals ours at β = 1 (every torch-cif token has weight β and fires at
     multiples of β, i.e. it is CIF at threshold 1 on α/β, scaled by β).
     """
-    from fairseq_kt.modules.cif import cif, scale_weights
-
-    x = make_cif_inputs(
-        settings.batch,
-        settings.headline_length,
-        settings.dim,
-        settings.tokens,
-        seed=settings.seed,
-        dtype=torch.float64,
-        device=device,
-    )
+    sizes = (settings.batch, settings.headline_length, settings.dim, settings.tokens)
+    x = make_cif_inputs(*sizes, seed=settings.seed, dtype=torch.float64, device=device)
     impls = cif_implementations()
-
-    def run(fn: Callable[[CifInputs], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        vectors = fn(x)
-        grads = torch.autograd.grad((vectors * x.upstream).sum(), (x.states, x.logits))
-        return vectors.detach(), grads[0], grads[1]
-
-    ours = run(impls["ours"])
-    loop = run(impls["loop"])
+    ours = _with_gradients(impls["ours"], x)
+    loop = _with_gradients(impls["loop"], x)
     out: dict[str, Any] = {
         "dtype": "float64",
         "length": settings.headline_length,
-        "ours_vs_loop": {
-            "vectors": _max_abs(ours[0], loop[0]),
-            "grad_states": _max_abs(ours[1], loop[1]),
-            "grad_logits": _max_abs(ours[2], loop[2]),
-        },
+        "ours_vs_loop": _differences(ours, loop),
     }
-    x32 = make_cif_inputs(
-        settings.batch, settings.headline_length, settings.dim, settings.tokens, seed=settings.seed, device=device
-    )
+    x32 = make_cif_inputs(*sizes, seed=settings.seed, device=device)
     out["ours_vs_loop_float32"] = _max_abs(impls["ours"](x32), impls["loop"](x32))
     cif_function = _torch_cif_function()
-    if cif_function is None:
-        out["torch_cif"] = None
-        return out
-
-    def torch_cif(beta: float, eps: float) -> Callable[[CifInputs], Tensor]:
-        def fn(inp: CifInputs) -> Tensor:
-            return cif_function(
-                inp.states, inp.alpha(), beta=beta, padding_mask=inp.padding_mask, target_lengths=inp.targets, eps=eps
-            )["cif_out"][0]
-
-        return fn
-
-    default_eps = run(torch_cif(1.0, 1e-4))
-    zero_eps = run(torch_cif(1.0, 0.0))
-
-    def ours_at(beta: float) -> Tensor:
-        with torch.no_grad():
-            return cif(
-                x.states, scale_weights(x.alpha(), x.targets), x.padding_mask, threshold=beta, target_lengths=x.targets
-            ).vectors
-
-    with torch.no_grad():
-        tc_09 = torch_cif(0.9, 0.0)(x)
-    out["torch_cif"] = {
-        "beta1_default_eps": {
-            "vectors": _max_abs(ours[0], default_eps[0]),
-            "grad_states": _max_abs(ours[1], default_eps[1]),
-            "grad_logits": _max_abs(ours[2], default_eps[2]),
-        },
-        "beta1_eps0": {
-            "vectors": _max_abs(ours[0], zero_eps[0]),
-            "grad_states": _max_abs(ours[1], zero_eps[1]),
-            "grad_logits": _max_abs(ours[2], zero_eps[2]),
-        },
-        "beta09_vs_ours_beta09": _max_abs(ours_at(0.9), tc_09),
-        "torch_cif_beta_over_beta_vs_ours_beta1": _max_abs(ours_at(1.0), tc_09 / 0.9),
-        "vector_scale": float(ours[0].abs().max()),
-    }
+    out["torch_cif"] = None if cif_function is None else _torch_cif_agreement(x, ours, cif_function)
     return out

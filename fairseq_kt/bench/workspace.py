@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from fairseq_kt.bench.common import note, quiet_logging, set_threads, stdout_fd_silenced
-
-if TYPE_CHECKING:
-    from fairseq_kt.bench.step import StepSettings
+from fairseq_kt.bench.settings import StepSettings
 
 #: real vocabulary sizes of bert-base-uncased and gpt2 (the benchmark teachers' embedding tables)
 BERT_VOCAB = 30522

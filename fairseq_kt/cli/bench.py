@@ -29,7 +29,7 @@ with quiet_fairseq_import():
     from fairseq_kt.bench import PRECISIONS, SUITES, default_settings, run_benchmark
     from fairseq_kt.bench.cif import CifSettings
     from fairseq_kt.bench.common import PROG, quiet_here, set_threads
-    from fairseq_kt.bench.step import StepSettings
+    from fairseq_kt.bench.settings import StepSettings
 
 TEACHER_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -65,14 +65,9 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fairseq-kt-bench``."""
-    parser = OneLineErrorParser(
-        prog=PROG,
-        description="Benchmark our vectorised CIF against torch-cif and a per-frame loop, and the cost of "
-        "knowledge transferring per training step (time and peak memory against plain CTC). Prints tables of "
-        "ratios measured in the same run.",
-    )
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What runs, where, how often, and the report: ``--suite``, ``--device``, ``--precision``, ``--repeats``,
+    ``--quick``, ``--json``."""
     parser.add_argument(
         "--suite",
         type=_parse_suites,
@@ -114,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write every result and the machine's description to this JSON file",
     )
+
+
+def _add_size_options(parser: argparse.ArgumentParser) -> None:
+    """The sizes measured: ``--cif-lengths``, ``--cif-batches``, ``--batch-size``."""
     parser.add_argument(
         "--cif-lengths",
         type=_parse_lengths,
@@ -135,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="utterances per training step (default: 4; --quick: 2)",
     )
+
+
+def _add_machine_options(parser: argparse.ArgumentParser) -> None:
+    """The CPU threads and where the step suite's files go: ``--threads``, ``--work-dir``."""
     parser.add_argument(
         "--threads",
         type=int,
@@ -151,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the step suite's corpus, models and teacher caches here (default: a temporary "
         "directory, removed afterwards)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``fairseq-kt-bench``."""
+    parser = OneLineErrorParser(
+        prog=PROG,
+        description="Benchmark our vectorised CIF against torch-cif and a per-frame loop, and the cost of "
+        "knowledge transferring per training step (time and peak memory against plain CTC). Prints tables of "
+        "ratios measured in the same run.",
+    )
+    for add_options in (_add_run_options, _add_size_options, _add_machine_options):
+        add_options(parser)
     return parser
 
 

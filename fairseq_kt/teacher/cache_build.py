@@ -1,9 +1,9 @@
 """Precomputed teacher hidden states, write side: :func:`build_cache` (console script ``fairseq-kt-cache-teacher``).
 
 One build, in steps: check the arguments (:func:`_plan`), stop early when the subset is cached already
-(:func:`_cached_summary`), tokenize and deduplicate the transcripts (:func:`_distinct_sequences`), run the teacher
-into a memory-mapped shard (:func:`_write_shard`), then commit it in ``meta.json`` (:func:`_commit`). The format is
-described in :mod:`fairseq_kt.teacher.cache`.
+(:func:`_cached_summary`), then :func:`_build`: tokenize and deduplicate the transcripts
+(:func:`_distinct_sequences`), run the teacher into a memory-mapped shard (:func:`_write_shard`) and commit it in
+``meta.json`` (:func:`_commit`). The format is described in :mod:`fairseq_kt.teacher.cache`.
 """
 
 from __future__ import annotations
@@ -381,12 +381,12 @@ def build_cache(
     cached = _cached_summary(plan, force, start)
     if cached is not None:
         return cached
+    return _build(plan, tokenizer, batch_size, torch_device, progress, start)
 
-    seqs = _distinct_sequences(plan, tokenizer)
-    teacher = Teacher(lm_path, causal=causal, dtype="float32", layer=teacher_layer).to(torch_device)
-    shard = f"{subset}.{uuid.uuid4().hex[:SHARD_ID_CHARS]}"
-    files = _shard_files(plan.out, shard)
-    entry = {
+
+def _entry(plan: _Plan, shard: str, seqs: _Sequences) -> dict:
+    """The subset's record in ``meta.json``: its shard, where its transcripts came from, and their counts."""
+    return {
         "shard": shard,
         "data": plan.data,
         "source": plan.source,
@@ -399,19 +399,31 @@ def build_cache(
         "truncated": seqs.truncated,
         "created": time.time(),
     }
+
+
+def _build(plan: _Plan, tokenizer: Any, batch_size: int, device: torch.device, progress: bool, start: float) -> dict:
+    """Tokenize, run the teacher into a fresh shard, commit it, and delete the shards it replaced; the summary.
+
+    A failure before the commit removes the new shard's files and leaves the cache as it was.
+    """
+    seqs = _distinct_sequences(plan, tokenizer)
+    teacher = Teacher(plan.lm_path, causal=plan.causal, dtype="float32", layer=plan.teacher_layer).to(device)
+    shard = f"{plan.subset}.{uuid.uuid4().hex[:SHARD_ID_CHARS]}"
+    files = _shard_files(plan.out, shard)
+    entry = _entry(plan, shard, seqs)
     try:
-        _write_shard(files, teacher, seqs, plan, batch_size, torch_device, progress)
+        _write_shard(files, teacher, seqs, plan, batch_size, device, progress)
         dropped = _commit(plan, entry, teacher)
     except BaseException:
         _remove(files.values())
         raise
     for sub in dropped:
         _remove(_shard_files(plan.out, sub["shard"]).values())
-    _remove_orphans(plan.out, subset, shard)
+    _remove_orphans(plan.out, plan.subset, shard)
     logger.info(
         "teacher cache %s: subset %s cached (%d utterances, %d distinct, %d tokens)",
         plan.out,
-        subset,
+        plan.subset,
         seqs.utterances,
         len(seqs.keys),
         seqs.total,

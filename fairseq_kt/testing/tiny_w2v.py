@@ -17,11 +17,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 from fairseq_kt.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
 
 __all__ = ["CONV_STRIDE", "conv_feature_layers", "num_frames", "write_tiny_wav2vec2"]
 
@@ -121,10 +124,7 @@ def write_tiny_wav2vec2(
     Raises:
         ValueError: on sizes fairseq cannot build.
     """
-    from fairseq.dataclass.configs import FairseqConfig
     from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
-    from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
-    from omegaconf import OmegaConf
 
     model_defaults = Wav2Vec2Config()
     _validate(
@@ -147,23 +147,36 @@ def write_tiny_wav2vec2(
         quantize_targets=True,
         final_dim=min(encoder_embed_dim, 256),
     )
-    task_cfg = AudioPretrainingConfig(data=str(data_dir), normalize=normalize)
-
-    cfg = OmegaConf.structured(FairseqConfig())
-    cfg.model = OmegaConf.structured(model_cfg)
-    cfg.task = OmegaConf.structured(task_cfg)
-    cfg.model._name = "wav2vec2"
-    cfg.task._name = "audio_pretraining"
-    cfg.common.seed = seed
-    plain_cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Wav2Vec2Model.build_model(model_cfg)
-    state = {
+    state = _pretraining_checkpoint(model.state_dict(), _plain_config(model_cfg, data_dir, normalize, seed))
+    out = Path(path)
+    atomic_torch_save(state, out)
+    return str(out)
+
+
+def _plain_config(model_cfg: Wav2Vec2Config, data_dir: str, normalize: bool, seed: int) -> dict[str, Any]:
+    """The full fairseq config of a ``wav2vec2`` / ``audio_pretraining`` run, as plain containers (``cfg``)."""
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.tasks.audio_pretraining import AudioPretrainingConfig
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.structured(FairseqConfig())
+    cfg.model = OmegaConf.structured(model_cfg)
+    cfg.task = OmegaConf.structured(AudioPretrainingConfig(data=str(data_dir), normalize=normalize))
+    cfg.model._name = "wav2vec2"
+    cfg.task._name = "audio_pretraining"
+    cfg.common.seed = seed
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def _pretraining_checkpoint(model_state: dict[str, torch.Tensor], plain_cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint laid out as ``fairseq-hydra-train`` writes one at the start of wav2vec2 pre-training."""
+    return {
         "args": None,
         "cfg": plain_cfg,
-        "model": model.state_dict(),
+        "model": model_state,
         "criterion": None,
         "optimizer_history": [
             {
@@ -176,6 +189,3 @@ def write_tiny_wav2vec2(
         "task_state": {},
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0}, "previous_training_time": 0.0},
     }
-    out = Path(path)
-    atomic_torch_save(state, out)
-    return str(out)
