@@ -1,6 +1,8 @@
-"""Shared command-line plumbing: one-line usage errors (exit status 2), and importing fairseq without its noise.
+"""Shared command-line plumbing: one-line usage errors (exit status 2), path arguments made absolute and checked
+(:mod:`fairseq_kt.paths`), and importing fairseq without its noise.
 
-This module imports only the standard library, so that it can run before fairseq is imported.
+This module imports only the standard library and :mod:`fairseq_kt.paths` (itself standard library only), so that
+it can run before fairseq is imported.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Optional, Union
+
+from fairseq_kt.paths import PathArgumentError, PathOption, resolve_path_options
 
 
 class UsageError(Exception):
@@ -47,6 +51,20 @@ def parse_or_status(
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+
+
+def paths_or_status(args: argparse.Namespace, options: Sequence[PathOption], prog: str) -> Optional[int]:
+    """Make the path arguments ``options`` of ``args`` absolute, in place; None, or 2 after a one-line error.
+
+    Every console script calls this right after parsing, so that no relative path reaches fairseq or a child
+    process, and a missing input is refused before any work, naming its option and the path as given.
+    """
+    try:
+        resolve_path_options(args, options)
+    except PathArgumentError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, quiet_fairseq_import
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status, quiet_fairseq_import
+from fairseq_kt.paths import PathOption
 
 with quiet_fairseq_import():
     import torch
@@ -32,6 +33,11 @@ with quiet_fairseq_import():
     from fairseq_kt.bench.settings import StepSettings
 
 TEACHER_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PATH_OPTIONS = (
+    PathOption("json", "--json", "output", "JSON report"),
+    PathOption("work_dir", "--work-dir", "output", "work folder"),
+)
+"""The path arguments, made absolute against the working directory before the suites run."""
 
 
 def _parse_suites(text: str) -> list[str]:
@@ -201,6 +207,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the teachers are local directories
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -24,9 +24,16 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
+from fairseq_kt.paths import PathOption
 
 PROG = "fairseq-kt-cache-teacher"
+PATH_OPTIONS = (
+    PathOption("data", "--data", "dir", "data directory"),
+    PathOption("lm_path", "--lm-path", "teacher", "teacher LM"),
+    PathOption("out", "--out", "output", "cache directory"),
+)
+"""The path arguments, made absolute against the working directory before anything runs."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,9 +119,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_or_status(parser, argv, PROG)
     if isinstance(args, int):
         return args
-    if not os.path.isdir(args.data):
-        print(f"{PROG}: error: data directory {args.data} does not exist", file=sys.stderr)
-        return 2
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
 
     from fairseq_kt.teacher.cache_build import build_cache
     from fairseq_kt.teacher.model import TeacherLoadError
@@ -154,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"tokens, {s['truncated']} truncated), D={s['dim']} {s['dtype']}, {_size(s['bytes'])}, "
             f"{s['seconds']:.1f} s"
         )
-    print(f"cache: {os.path.abspath(out)}  (train with criterion.teacher_cache={os.path.abspath(out)})")
+    print(f"cache: {out}  (train with criterion.teacher_cache={out})")
     return 0
 
 

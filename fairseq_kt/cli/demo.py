@@ -12,15 +12,26 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from fairseq_kt.cli._args import call_or_status
+from fairseq_kt.cli._args import call_or_status, paths_or_status
 from fairseq_kt.errors import FairseqKtError
 from fairseq_kt.lowres.runs import MINILM, config_dir
+from fairseq_kt.paths import PathOption
 
-__all__ = ["config_dir", "main", "parse_args"]
+__all__ = ["PATH_OPTIONS", "config_dir", "main", "parse_args"]
+
+PROG = "fairseq-kt-demo"
+PATH_OPTIONS = (
+    PathOption("workdir", "--workdir", "output", "work folder"),
+    PathOption("w2v", "--w2v", "file", "pretrained wav2vec2"),
+    PathOption("lm_path", "--lm-path", "teacher", "teacher LM"),
+    PathOption("cl_lm_path", "--cl-lm-path", "teacher", "causal teacher LM"),
+)
+"""The path arguments, made absolute against the working directory before fairseq-hydra-train sees them."""
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fairseq-kt-demo", description=__doc__.split("\n")[0])
+    """The parsed command line of ``fairseq-kt-demo`` (paths as given)."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="demo_runs", help="where speech, runs and results go (reused)")
     p.add_argument("--methods", default="baseline,rl_cif", help="comma-separated: baseline,rl_cif,rl_attention,cl")
     p.add_argument("--max-update", type=int, default=400, help="updates per method (same for all)")
@@ -35,7 +46,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of ``fairseq-kt-demo``; returns the exit status (0 ok, 2 on input errors)."""
     args = parse_args(argv)
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
     from fairseq_kt.lowres.demo import DemoOptions, run_demo
 
     options = DemoOptions(
@@ -50,7 +65,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cl_lm_path=args.cl_lm_path,
         overrides=tuple(args.override),
     )
-    return call_or_status("fairseq-kt-demo", lambda: run_demo(options), {FairseqKtError: 2})
+    return call_or_status(PROG, lambda: run_demo(options), {FairseqKtError: 2})
 
 
 if __name__ == "__main__":

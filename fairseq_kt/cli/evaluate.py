@@ -44,15 +44,25 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import call_or_status
+from fairseq_kt.cli._args import call_or_status, paths_or_status
 from fairseq_kt.decoding.data import REFERENCE_SOURCES
 from fairseq_kt.decoding.errors import IncompleteError, InputError
 from fairseq_kt.decoding.greedy import POST_PROCESS_MODES
 from fairseq_kt.decoding.run import EvalOptions, evaluate
+from fairseq_kt.paths import PathOption
 
-__all__ = ["build_parser", "main", "options_from_args"]
+__all__ = ["PATH_OPTIONS", "build_parser", "main", "options_from_args"]
 
 PROG = "fairseq-kt-evaluate"
+PATH_OPTIONS = (
+    PathOption("checkpoints", "CKPT", "file_or_dir", "checkpoint"),
+    PathOption("data", "--data", "dir", "data folder"),
+    PathOption("results_dir", "--results-dir", "output", "results folder"),
+    PathOption("plot", "--plot", "output", "plot file"),
+    PathOption("kenlm", "--kenlm", "file", "KenLM model"),
+    PathOption("lexicon", "--lexicon", "file", "lexicon"),
+)
+"""The path arguments, made absolute against the working directory before anything is loaded."""
 DESCRIPTION = (
     "Greedy-CTC WER/CER of fine-tuned wav2vec2 CTC checkpoints (audio_kt/ctc_kt or stock ctc) and Hugging Face "
     "CTC export folders on one subset; writes hypotheses, references, the worst utterances and metrics.json per "
@@ -141,6 +151,9 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``fairseq-kt-evaluate``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
     from fairseq_kt.checkpoints import cli_logging
 
     def run() -> None:

@@ -44,12 +44,19 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
+from fairseq_kt.cli._args import paths_or_status
 from fairseq_kt.export import ExportError, describe, export_checkpoint
+from fairseq_kt.paths import PathOption
 
-__all__ = ["build_parser", "main"]
+__all__ = ["PATH_OPTIONS", "build_parser", "main"]
 
 PROG = "fairseq-kt-export"
 FORMATS = ("fairseq", "hf")
+PATH_OPTIONS = (
+    PathOption("checkpoint", "CKPT", "file", "checkpoint"),
+    PathOption("out", "OUT", "output", "output"),
+)
+"""The path arguments, made absolute against the working directory before anything is loaded."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +101,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fairseq_kt.checkpoints import cli_logging
 
     args = build_parser().parse_args(argv)
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
     if args.format == "hf":
         return _main_hf(args)
     try:

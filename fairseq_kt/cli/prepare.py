@@ -21,20 +21,27 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
 from fairseq_kt.dataprep.audio import AudioSettings
 from fairseq_kt.dataprep.corpus import DataError, PrepareError
 from fairseq_kt.dataprep.prepare import REASONS, SOURCES, PrepareOptions, default_workers, prepare
 from fairseq_kt.dataprep.text_norm import CASES, DIGIT_MODES, LABEL_TYPES, PUNCTUATION_MODES
 from fairseq_kt.io import DataFileError
+from fairseq_kt.paths import PathOption
 
-__all__ = ["DataError", "PrepareError", "build_parser", "main", "options_from_args"]
+__all__ = ["PATH_OPTIONS", "DataError", "PrepareError", "build_parser", "main", "options_from_args"]
 
 PROG = "fairseq-kt-prepare"
 DESCRIPTION = (
     "Prepare fairseq wav2vec2 fine-tuning manifests ({split}.tsv/.ltr/.wrd, dict.ltr.txt) from LibriSpeech, "
     "AISHELL or a CSV file, skipping (and reporting) unusable utterances."
 )
+PATH_OPTIONS = (
+    PathOption("src", "src", "file_or_dir", "corpus folder or CSV file"),
+    PathOption("out", "out", "output", "output folder"),
+    PathOption("transcript", "--transcript", "file", "transcript file"),
+)
+"""The path arguments, made absolute against the working directory before anything is read."""
 
 
 def _add_splits_options(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
     try:
         return prepare(options_from_args(args))
     except (PrepareError, DataFileError) as exc:
