@@ -48,6 +48,7 @@ setup(
             "fairseq-kt-cache-teacher=fairseq_kt.cli.cache_teacher:main",
             "fairseq-kt-bench=fairseq_kt.cli.bench:main",
             "fairseq-kt-pretrain=fairseq_kt.cli.pretrain:main",
+            "fairseq-kt-import-hf=fairseq_kt.cli.import_hf:main",
         ]
     },
 )
