@@ -354,7 +354,9 @@ def test_console_script_with_relative_paths(imported, tmp_path: Path, monkeypatc
     assert err.startswith("fairseq-kt-import-hf: error: ") and "exists; use --force" in err
     assert len(err.strip().splitlines()) == 1
     assert cli.main(["missing_dir", relative_out, "--force"]) == 2
-    assert "missing_dir is not a folder" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fairseq-kt-import-hf: error: HF_DIR: Hugging Face folder 'missing_dir' not found")
+    assert len(err.splitlines()) == 1 and str(source.parent / "missing_dir") in err  # looked for, absolute
     assert cli.main([source.name]) == 2  # usage error: one line
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

@@ -17,16 +17,21 @@ line on stderr).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
+from fairseq_kt.paths import PathOption
 
-__all__ = ["build_parser", "main"]
+__all__ = ["PATH_OPTIONS", "build_parser", "main"]
 
 PROG = "fairseq-kt-import-hf"
+PATH_OPTIONS = (
+    PathOption("hf_dir", "HF_DIR", "dir", "Hugging Face folder"),
+    PathOption("out", "OUT", "output", "output"),
+)
+"""The path arguments, made absolute against the working directory before anything is read."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +66,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_or_status(build_parser(), argv, PROG)
     if isinstance(args, int):
         return args
-    hf_dir, out = os.path.abspath(args.hf_dir), os.path.abspath(args.out)  # relative to the caller's directory
+    status = paths_or_status(args, PATH_OPTIONS, PROG)
+    if status is not None:
+        return status
 
     from fairseq_kt.checkpoints import cli_logging
     from fairseq_kt.import_hf import HfImportError, describe_import, import_hf_with_report
@@ -69,7 +76,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         with cli_logging(args.verbose):
             report = import_hf_with_report(
-                hf_dir, out, force=args.force, check=not args.no_check, normalize=args.normalize, seed=args.seed
+                args.hf_dir,
+                args.out,
+                force=args.force,
+                check=not args.no_check,
+                normalize=args.normalize,
+                seed=args.seed,
             )
     except HfImportError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
