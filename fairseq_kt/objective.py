@@ -27,7 +27,10 @@ from fairseq_kt.modules.heads import KtHeadConfig, KtLosses, KtTargets, build_kt
 from fairseq_kt.teacher.cache import TeacherCache
 from fairseq_kt.teacher.model import Teacher, get_teacher
 
-__all__ = ["KtObjective", "TeacherConfig", "combine", "keep_finite"]
+__all__ = ["KT_NORMALIZE", "KtObjective", "TeacherConfig", "combine", "keep_finite", "kt_terms"]
+
+KT_NORMALIZE = ("sample_size", "token")
+"""How the KT sum meets CTC's (``criterion.kt_normalize``): see :func:`kt_terms`."""
 
 
 @dataclass(frozen=True)
@@ -129,11 +132,29 @@ class KtObjective:
             lm_tokens: B×N LM token ids without special tokens (any device; moved to the states').
             lm_lengths: B valid token counts.
         """
+        return self.losses_and_targets(head, states, padding_mask, lm_tokens, lm_lengths)[0]
+
+    def losses_and_targets(
+        self, head: nn.Module, states: Tensor, padding_mask: Optional[Tensor], lm_tokens: Tensor, lm_lengths: Tensor
+    ) -> tuple[KtLosses, KtTargets]:
+        """:meth:`losses` and the teacher's targets they were scored against (for the floors of the statistics)."""
         lm_tokens = lm_tokens.to(states.device)
         lm_lengths = lm_lengths.to(states.device)
         if padding_mask is not None:
             padding_mask = padding_mask.to(states.device)
-        return head(states, padding_mask, self.targets(lm_tokens, lm_lengths))
+        targets = self.targets(lm_tokens, lm_lengths)
+        return head(states, padding_mask, targets), targets
+
+    def output_embeddings(self) -> Optional[Tensor]:
+        """V×D output embeddings of a causal teacher (the CL floor's classifier), or None where the embeddings are
+        narrower than the states. Loaded from the LM even with a cache (once)."""
+        if not hasattr(self, "_output_embeddings"):
+            teacher = self.teacher if self.cache is None else Teacher(self.cfg.lm_path, causal=True)
+            try:
+                self._output_embeddings: Optional[Tensor] = teacher.output_embeddings()
+            except ValueError:
+                self._output_embeddings = None
+        return self._output_embeddings
 
 
 def combine(ctc_loss: Tensor, kt_loss: Tensor, quantity_loss: Optional[Tensor], kt_weight: float, mu: float) -> Tensor:
@@ -146,6 +167,42 @@ def combine(ctc_loss: Tensor, kt_loss: Tensor, quantity_loss: Optional[Tensor], 
         raise ValueError(f"kt_weight (λ) must be in [0, 1], got {kt_weight}")
     total = (1.0 - kt_weight) * ctc_loss + kt_weight * kt_loss
     return total if quantity_loss is None else total + mu * quantity_loss
+
+
+def kt_terms(
+    kt: KtLosses, sample_size: float, sentences: int, scale: float = 1.0, normalize: str = "sample_size"
+) -> tuple[Tensor, Tensor]:
+    """The KT and quantity terms to weigh with λ and μ beside CTC's *sum* (fairseq then divides all by the sample
+    size S: sentences with ``sentence_avg``, else CTC's target letters).
+
+    * ``sample_size``: ``(k·Σ_n (1 − cos), Σ_b |Σα − N_b|)``: after fairseq's division, k times the KT sum per
+      sample-size unit (per letter, or per sentence), like CTC itself;
+    * ``token``: ``(k·Σ_n (1 − cos) · S / N_tok, Σ_b |Σα − N_b| · S / B)``: after the division, k times the per-LM-token
+      *mean* (and the per-sentence mean quantity loss), as the seed's ``kt_module`` returns them and the paper's
+      ``L_cos = k·Σ_n (1 − cos(l_n, e_n))`` normalises them, beside CTC's per-letter (or per-sentence) loss.
+
+    The CL cross-entropy takes the place of ``1 − cos``. ``scale=1, normalize="sample_size"`` returns ``kt.kt`` and
+    ``kt.quantity`` themselves (bit-identical to the criterion before these options).
+
+    Args:
+        kt: the head's summed losses (``count`` = N_tok, the valid LM tokens).
+        sample_size: S, what fairseq divides the total by.
+        sentences: B.
+        scale: k > 0.
+        normalize: one of :data:`KT_NORMALIZE`.
+
+    Raises:
+        ValueError: an unknown ``normalize`` or ``scale <= 0``.
+    """
+    if normalize not in KT_NORMALIZE:
+        raise ValueError(f"kt_normalize must be one of {', '.join(KT_NORMALIZE)}, got {normalize!r}")
+    if not scale > 0:
+        raise ValueError(f"kt_scale (k) must be > 0, got {scale}")
+    kt_sum, quantity = kt.kt, kt.quantity
+    if normalize == "token":
+        kt_sum = kt_sum * (float(sample_size) / kt.count.clamp_min(1).to(kt_sum.dtype))
+        quantity = quantity * (float(sample_size) / max(int(sentences), 1))
+    return (kt_sum if scale == 1.0 else scale * kt_sum), quantity
 
 
 def keep_finite(kt: KtLosses, head: nn.Module) -> tuple[KtLosses, bool]:

@@ -94,17 +94,9 @@ def test_resolve_path_options_keeps_types_and_none(tmp_path, monkeypatch):
 
 
 CONSOLE_SCRIPTS = re.findall(r'"(fairseq-kt-[\w-]+)=(fairseq_kt\.cli\.\w+):main"', (ROOT / "setup.py").read_text())
-ADOPTING = {"fairseq-kt-import-hf": "new script (issue 17): its HF_DIR and OUT are to be listed in PATH_OPTIONS"}
-"""Scripts whose path handling is still being written: expected to fail until they list their paths."""
 
 
-@pytest.mark.parametrize(
-    "name, module_name",
-    [
-        pytest.param(name, module, marks=[pytest.mark.xfail(reason=ADOPTING[name])] if name in ADOPTING else [])
-        for name, module in CONSOLE_SCRIPTS
-    ],
-)
+@pytest.mark.parametrize("name, module_name", CONSOLE_SCRIPTS)
 def test_every_console_script_declares_its_path_options(name, module_name):
     """Each console script of setup.py (new ones too) lists its path arguments and resolves them after parsing."""
     import importlib

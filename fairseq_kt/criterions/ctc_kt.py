@@ -35,9 +35,12 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from fairseq_kt.criterions.encoder_states import capture_encoder_states, unwrap
+from fairseq_kt.criterions.kt_monitor import FloorWatch, encoder_parameters, floor_check_at
 from fairseq_kt.head_lr import tag_lr_scale
-from fairseq_kt.modules.heads import KtHeadConfig, KtLosses
-from fairseq_kt.objective import KtObjective, TeacherConfig, combine, keep_finite
+from fairseq_kt.modules.floors import RunningMean, cosine_to_mean_sum, next_token_correct
+from fairseq_kt.modules.grad_share import gradient_norms, shares
+from fairseq_kt.modules.heads import KtHeadConfig, KtLosses, KtTargets
+from fairseq_kt.objective import KT_NORMALIZE, KtObjective, TeacherConfig, combine, keep_finite, kt_terms
 from fairseq_kt.teacher.model import DTYPES, Teacher
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ KT_METHODS = ["none", "rl_cif", "rl_attention", "cl"]
 KT_METHOD_CHOICES = ChoiceEnum(KT_METHODS)
 TEACHER_DTYPE_CHOICES = ChoiceEnum(list(DTYPES))
 POSITION_CHOICES = ChoiceEnum(["sinusoidal", "learned"])
+KT_NORMALIZE_CHOICES = ChoiceEnum(list(KT_NORMALIZE))
 
 
 @dataclass
@@ -97,6 +101,33 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
             "dynamic_groups=true; checked before the first update)"
         },
     )
+    kt_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "k, the paper's scale factor of the KT loss (L_cos = k·Σ(1 - cos)): λ·k·L_kt enters the loss"
+        },
+    )
+    kt_normalize: KT_NORMALIZE_CHOICES = field(  # type: ignore[valid-type]
+        default="sample_size",
+        metadata={
+            "help": "how the KT sum meets CTC: sample_size = divided with CTC by fairseq's sample size (letters, or "
+            "sentences with sentence_avg); token = a per-LM-token mean (and per-sentence quantity loss), the seed's"
+        },
+    )
+    kt_grad_share_interval: int = field(
+        default=200,
+        metadata={
+            "help": "every this many updates, log kt_grad_share = |grad of λ·k·L_kt| / |grad of (1-λ)·L_ctc| on the "
+            "encoder's transformer (CIF also quantity_grad_share); 0 = off"
+        },
+    )
+    kt_floor_check_updates: int = field(
+        default=0,
+        metadata={
+            "help": "at this update, warn once if the head's training kt_cosine (kt_accuracy) is within 0.02 of its "
+            "floor; 0 = a quarter of optimization.max_update"
+        },
+    )
     kt_dropout: float = field(default=0.1, metadata={"help": "dropout inside the KT heads"})
     kt_positions: POSITION_CHOICES = field(  # type: ignore[valid-type]
         default="sinusoidal", metadata={"help": "rl_attention queries: fixed sinusoidal or learned positions"}
@@ -128,6 +159,10 @@ class CtcKtCriterionConfig(CtcCriterionConfig):
     encoder_dim: int = field(
         default=0,
         metadata={"help": "width of the encoder states; 0 = read it from the model the audio_kt task built"},
+    )
+    max_update: int = field(
+        default=II("optimization.max_update"),
+        metadata={"help": "follows optimization.max_update (for kt_floor_check_updates=0)"},
     )
     log_interval: int = field(
         default=II("common.log_interval"),
@@ -268,6 +303,18 @@ class CtcKtCriterion(CtcCriterion):
             raise ValueError(
                 f"criterion.kt_encoder_layer must be >= 0 (0 = the CTC projection's input), got {self.encoder_layer}"
             )
+        self.kt_scale = float(cfg.kt_scale)
+        if not self.kt_scale > 0:
+            raise ValueError(f"criterion.kt_scale (k) must be > 0, got {cfg.kt_scale}")
+        self.kt_normalize = str(cfg.kt_normalize)
+        if self.kt_normalize not in KT_NORMALIZE:
+            raise ValueError(f"criterion.kt_normalize must be one of {list(KT_NORMALIZE)}, got {self.kt_normalize!r}")
+        self.grad_share_interval = int(cfg.kt_grad_share_interval)
+        if self.grad_share_interval < 0:
+            raise ValueError(f"criterion.kt_grad_share_interval must be >= 0 (0 = off), got {self.grad_share_interval}")
+        if int(cfg.kt_floor_check_updates) < 0:
+            raise ValueError(f"criterion.kt_floor_check_updates must be >= 0, got {cfg.kt_floor_check_updates}")
+        self.floor_mean = RunningMean()  # the teacher states seen in training: the constant head's prediction
         self.quantity_weight = 0.0
         self.kt_head: Optional[nn.Module] = None
         self.objective: Optional[KtObjective] = None  # holds the teacher: never in state_dict(), train(), half()
@@ -293,6 +340,8 @@ class CtcKtCriterion(CtcCriterion):
         self.kt_lr_scale = float(cfg.kt_lr_scale)
         tag_lr_scale(self.kt_head, self.kt_lr_scale)
         self.silence = SilenceWatch(_log_interval(cfg))
+        statistic = "kt_accuracy" if self.kt_method == "cl" else "kt_cosine"
+        self.floor_watch = FloorWatch(statistic, floor_check_at(int(cfg.kt_floor_check_updates), _max_update(cfg)))
         logger.info(
             "ctc_kt: %s head with %d trainable parameters; teacher %s (frozen, not saved)",
             self.kt_method,
@@ -322,7 +371,10 @@ class CtcKtCriterion(CtcCriterion):
         with capture_encoder_states(model, self.encoder_layer) as captured:
             ctc_loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce, **kwargs)
         states = captured["states"].transpose(0, 1)  # B×T×C
-        kt = self.kt_losses(states, captured.get("padding_mask"), sample["lm_tokens"], sample["lm_lengths"])
+        assert self.objective is not None and self.kt_head is not None
+        kt, targets = self.objective.losses_and_targets(
+            self.kt_head, states, captured.get("padding_mask"), sample["lm_tokens"], sample["lm_lengths"]
+        )
         kt, finite = keep_finite(kt, self.kt_head)
         if not finite:  # KT terms zeroed for this batch (head graph kept), CTC kept; counted as kt_nonfinite
             self.num_nonfinite += 1
@@ -332,26 +384,67 @@ class CtcKtCriterion(CtcCriterion):
                 self.num_nonfinite,
             )
         kt_weight = self.current_kt_weight(model)
-        loss = combine(ctc_loss, kt.kt, kt.quantity, kt_weight, self.quantity_weight)
+        kt_term, quantity_term = kt_terms(
+            kt, sample_size, int(logging_output["nsentences"]), self.kt_scale, self.kt_normalize
+        )
+        loss = combine(ctc_loss, kt_term, quantity_term, kt_weight, self.quantity_weight)
         count = int(utils.item(kt.count.data))
         self.silence.update(self.training, count, sample["id"].tolist())
         logging_output.update(
             loss=utils.item(loss.data),
             loss_ctc=utils.item(ctc_loss.data),
-            loss_kt=utils.item(kt.kt.data),
-            loss_quantity=utils.item(kt.quantity.data),
+            loss_kt=utils.item(kt_term.data),
+            loss_quantity=utils.item(quantity_term.data),
             kt_count=count,
             kt_nonfinite=int(not finite),
         )
+        updates = self._updates(model)
+        if self.training and finite and self.grad_share_interval and updates is not None:
+            if updates % self.grad_share_interval == 0:
+                weighted = {"ctc": (1.0 - kt_weight) * ctc_loss, "kt": kt_weight * kt_term}
+                if self.quantity_weight > 0:
+                    weighted["quantity"] = self.quantity_weight * quantity_term
+                share = shares(gradient_norms(weighted, encoder_parameters(model)))
+                logging_output.update(kt_grad_share_sum=share["kt"], kt_grad_share_n=1)
+                if "quantity" in share:
+                    logging_output["quantity_grad_share_sum"] = share["quantity"]
         if self.kt_warmup:
             logging_output["kt_weight_sum"] = kt_weight * logging_output["nsentences"]  # summable across workers
         if self.kt_method == "cl":
             logging_output["kt_correct"] = utils.item(kt.correct.data)
         else:
             logging_output["kt_cosine_sum"] = utils.item(kt.cosine_sum.data)
+        if finite and count > 0:
+            self._log_floor(logging_output, kt, targets, updates)
         if kt.count_error is not None:  # CIF in eval mode: the inference path's token-count error
             logging_output["kt_count_error_sum"] = utils.item(kt.count_error.data)
         return loss, sample_size, logging_output
+
+    def _log_floor(self, logging_output: dict, kt: KtLosses, targets: KtTargets, updates: Optional[int]) -> None:
+        """Add the batch's floor (``kt_cosine_floor_sum`` or ``kt_correct_floor``) and feed the floor warning."""
+        if self.kt_method == "cl":
+            embeddings = self.objective.output_embeddings() if self.objective is not None else None
+            if embeddings is None:  # embeddings narrower than the states: no floor to read
+                return
+            floor = utils.item(next_token_correct(targets.states, targets.tokens, targets.lengths, embeddings).data)
+            logging_output["kt_correct_floor"] = floor
+            head = utils.item(kt.correct.data)
+        else:
+            if self.training or self.floor_mean.mean is None:
+                self.floor_mean.update(targets.states, targets.lengths)
+            mean = self.floor_mean.mean
+            assert mean is not None
+            floor = utils.item(cosine_to_mean_sum(targets.states, targets.lengths, mean).data)
+            logging_output["kt_cosine_floor_sum"] = floor
+            head = utils.item(kt.cosine_sum.data)
+        if self.training and updates is not None:
+            self.floor_watch.update(updates, head, floor, int(utils.item(kt.count.data)))
+
+    @staticmethod
+    def _updates(model: nn.Module) -> Optional[int]:
+        """The model's update count (``w2v_encoder.num_updates``, set by fairseq's task every step), or None."""
+        updates = getattr(getattr(unwrap(model), "w2v_encoder", None), "num_updates", None)
+        return None if updates is None else int(updates)
 
     def current_kt_weight(self, model: nn.Module) -> float:
         """λ at the model's current update: ``kt_weight · min(1, updates / kt_weight_warmup_updates)``.
@@ -408,6 +501,17 @@ class CtcKtCriterion(CtcCriterion):
         if any("kt_correct" in log for log in logging_outputs):  # CL: next-token accuracy (%)
             metrics.log_scalar("_kt_correct", total("kt_correct"))
             _log_per_token("kt_accuracy", "_kt_correct", 100.0, 3)
+        if any("kt_cosine_floor_sum" in log for log in logging_outputs):  # RL: what a constant head scores
+            metrics.log_scalar("_kt_cosine_floor_sum", total("kt_cosine_floor_sum"))
+            _log_per_token("kt_cosine_floor", "_kt_cosine_floor_sum", 1.0, 4)
+        if any("kt_correct_floor" in log for log in logging_outputs):  # CL: the teacher's own accuracy (%)
+            metrics.log_scalar("_kt_correct_floor", total("kt_correct_floor"))
+            _log_per_token("kt_accuracy_floor", "_kt_correct_floor", 100.0, 3)
+        measured = total("kt_grad_share_n")
+        for key in ("kt_grad_share", "quantity_grad_share"):
+            if any(f"{key}_sum" in log for log in logging_outputs):
+                metrics.log_scalar(key, total(f"{key}_sum") / max(measured, 1), measured, round=4)
+            _prune(key, lambda agg, key=key: agg[key].count == 0)  # only in intervals that measured it
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
@@ -455,6 +559,14 @@ def _log_interval(cfg: CtcKtCriterionConfig, default: int = 100) -> int:
         return int(cfg.log_interval)
     except (OmegaConfBaseException, TypeError, ValueError):
         return default
+
+
+def _max_update(cfg: CtcKtCriterionConfig) -> Optional[int]:
+    """``criterion.max_update`` (``optimization.max_update``), or None where a config has no root to resolve it."""
+    try:
+        return int(cfg.max_update)
+    except (OmegaConfBaseException, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _log_per_token(key: str, numerator: str, scale: float, digits: int) -> None:
