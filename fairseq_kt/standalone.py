@@ -524,10 +524,43 @@ class KtModule(nn.Module):
         padding_mask = valid_mask_to_padding_mask(mask, batch, frames)
         return self.objective.losses(self.head, encoder_outputs, padding_mask, lm_tokens, lm_lengths)
 
-    def total_loss(self, ctc_loss: Tensor, losses: Mapping[str, Tensor], kt_weight: float) -> Tensor:
-        """The paper's interpolation ``(1 - λ)·ctc_loss + λ·kt_loss + μ·quantity_loss`` (μ from the config).
+    def total_loss(
+        self,
+        ctc_loss: Tensor,
+        losses: Mapping[str, Tensor],
+        kt_weight: float,
+        kt_scale: float = 1.0,
+        kt_normalize: str = "token",
+        sample_size: Optional[float] = None,
+        batch_size: Optional[int] = None,
+    ) -> Tensor:
+        """``(1 - λ)·ctc_loss + λ·k·KT + μ·quantity`` (λ = ``kt_weight``, k = ``kt_scale``, μ from the config).
+
+        ``kt_normalize`` says what ``ctc_loss`` is, so that KT meets it the same way as in the ``ctc_kt`` criterion
+        (:func:`fairseq_kt.objective.kt_terms`):
+
+        * ``token`` (default, the seed's form): KT is the per-LM-token mean ``kt_loss`` and the quantity loss the
+          per-sentence mean, whatever ``ctc_loss`` is normalised by;
+        * ``sample_size``: ``ctc_loss`` is a sum divided by ``sample_size`` (letters, or sentences): KT's sum
+          (``kt_loss · num_tokens``) and the quantity loss's sum (``quantity_loss · batch_size``) are divided by it too.
 
         Raises:
-            ValueError: if ``kt_weight`` (λ) is not in [0, 1].
+            ValueError: λ not in [0, 1], k <= 0, an unknown ``kt_normalize``, or ``sample_size`` (and, with CIF,
+                ``batch_size``) missing for ``sample_size``.
         """
-        return combine(ctc_loss, losses["kt_loss"], losses.get("quantity_loss"), kt_weight, self.quantity_weight)
+        if not kt_scale > 0:
+            raise ValueError(f"kt_scale (k) must be > 0, got {kt_scale}")
+        kt, quantity = losses["kt_loss"], losses.get("quantity_loss")
+        if kt_normalize == "sample_size":
+            if sample_size is None or (quantity is not None and batch_size is None):
+                raise ValueError(
+                    "kt_normalize='sample_size' needs sample_size= (what ctc_loss's sum was divided by)"
+                    + (" and batch_size= (sentences in the batch)" if quantity is not None else "")
+                )
+            kt = kt * losses["num_tokens"].clamp_min(1).to(kt.dtype) / float(sample_size)
+            if quantity is not None:
+                quantity = quantity * float(batch_size) / float(sample_size)  # type: ignore[arg-type]
+        elif kt_normalize != "token":
+            raise ValueError(f"kt_normalize must be 'token' or 'sample_size', got {kt_normalize!r}")
+        kt = kt if kt_scale == 1.0 else kt_scale * kt
+        return combine(ctc_loss, kt, quantity, kt_weight, self.quantity_weight)

@@ -285,3 +285,27 @@ def test_floor_watch_is_silent_when_the_head_beats_its_floor(caplog):
         for update in range(4):
             watch.update(update, head_sum=4.5, floor_sum=2.0, count=10)
     assert watch.done and not watch.warned and not caplog.records
+
+
+# -- the standalone API -----------------------------------------------------------------------------------------
+
+
+def test_standalone_total_loss_strength(tiny_bert):
+    from fairseq_kt.standalone import KtModule, parse_config
+
+    cfg = {"learning": "representation", "cif": {"name": "cif", "quantity_loss": 0.5},
+           "bert": {"name": "bert", "model": tiny_bert},
+           "representation": {"name": "representation", "encoder_dim": 16, "mechanism": "cif", "lm": "bert"}}  # fmt: skip
+    kt = KtModule(parse_config(cfg))
+    losses = {"kt_loss": torch.tensor(0.8), "quantity_loss": torch.tensor(2.0), "num_tokens": torch.tensor(5)}
+    ctc = torch.tensor(3.0)
+    base = kt.total_loss(ctc, losses, 0.4)
+    assert torch.equal(base, combine(ctc, losses["kt_loss"], losses["quantity_loss"], 0.4, 0.5))  # unchanged default
+    scaled = kt.total_loss(ctc, losses, 0.4, kt_scale=10.0)
+    assert math.isclose(float(scaled), 0.6 * 3.0 + 0.4 * 10 * 0.8 + 0.5 * 2.0, rel_tol=1e-6)
+    summed = kt.total_loss(ctc, losses, 0.4, kt_scale=2.0, kt_normalize="sample_size", sample_size=20, batch_size=4)
+    assert math.isclose(float(summed), 0.6 * 3.0 + 0.4 * 2 * 0.8 * 5 / 20 + 0.5 * 2.0 * 4 / 20, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="sample_size="):
+        kt.total_loss(ctc, losses, 0.4, kt_normalize="sample_size")
+    with pytest.raises(ValueError, match="kt_normalize"):
+        kt.total_loss(ctc, losses, 0.4, kt_normalize="frames")
