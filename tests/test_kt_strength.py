@@ -293,9 +293,9 @@ def test_floor_watch_is_silent_when_the_head_beats_its_floor(caplog):
 def test_standalone_total_loss_strength(tiny_bert):
     from fairseq_kt.standalone import KtModule, parse_config
 
+    rep = {"name": "representation", "encoder_dim": 16, "mechanism": "cif", "lm": "bert"}
     cfg = {"learning": "representation", "cif": {"name": "cif", "quantity_loss": 0.5},
-           "bert": {"name": "bert", "model": tiny_bert},
-           "representation": {"name": "representation", "encoder_dim": 16, "mechanism": "cif", "lm": "bert"}}  # fmt: skip
+           "bert": {"name": "bert", "model": tiny_bert}, "representation": rep}  # fmt: skip
     kt = KtModule(parse_config(cfg))
     losses = {"kt_loss": torch.tensor(0.8), "quantity_loss": torch.tensor(2.0), "num_tokens": torch.tensor(5)}
     ctc = torch.tensor(3.0)
