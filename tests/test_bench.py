@@ -124,10 +124,24 @@ def test_quick_run_writes_the_json_report(tmp_path, capsys):
         assert len(r["times_ms"]) == step["settings"]["steps"]
         assert all(loss == loss for loss in r["losses"])  # finite
         if r["kt_method"] != "none":
-            assert isinstance(r["time_target_met"], bool) and isinstance(r["memory_target_met"], bool)
-            assert r["kt_head_parameters"] > 0
+            assert isinstance(r["memory_target_met"], bool) and r["kt_head_parameters"] > 0
+            assert (r["time_target"] is None) == (r["time_target_met"] is None)
     assert step["baseline_ms"] > 0 and step["batch"]["utterances"] == step["settings"]["batch"]
-    assert len(report["targets"]) == 1 + sum(c.time_target is not None for c in STEP_CONFIGS)
+    share = step["grad_share"]  # the step that measures kt_grad_share, against an rl_cif step that does not
+    assert share["interval"] == 200 and share["measuring_step_over_rl_cif_step"] > 0
+    assert isinstance(share["target_met"], bool) and "kt_grad_share every 200 updates" in printed
+    assert len(report["targets"]) == 2 + sum(c.time_target is not None for c in STEP_CONFIGS)
+
+
+def test_grad_share_overhead_is_the_extra_step_time_spread_over_the_interval():
+    from fairseq_kt.bench.step import grad_share_overhead
+
+    rows = [{"name": "rl_cif", "time_ratio": 1.2}, {"name": "rl_cif + grad share", "time_ratio": 3.0}]
+    share = grad_share_overhead(rows, interval=100)
+    assert share["measuring_step_over_rl_cif_step"] == pytest.approx(2.5)
+    assert share["overhead_at_interval"] == pytest.approx(0.015) and share["target_met"]
+    assert not grad_share_overhead(rows, interval=50)["target_met"]  # 3 %
+    assert grad_share_overhead(rows[:1]) is None
 
 
 def test_cif_sweep_over_batch_sizes_and_dtypes():

@@ -233,6 +233,14 @@ def target_summary(cif_result: Optional[dict[str, Any]], step_result: Optional[d
         elif head is not None:
             lines.append("CIF target: not checked (torch-cif not installed)")
     if step_result is not None:
+        share = step_result.get("grad_share")
+        if share:
+            lines.append(
+                f"kt_grad_share every {share['interval']} updates: a measuring step takes "
+                f"{share['measuring_step_over_rl_cif_step']:.2f}x an rl_cif step, i.e. "
+                f"{100 * share['overhead_at_interval']:.2f} % of training time (target <= "
+                f"{100 * share['target']:.0f} %) {'MET' if share['target_met'] else 'NOT MET'}"
+            )
         for r in step_result["rows"]:
             if r["time_target"] is None:
                 continue

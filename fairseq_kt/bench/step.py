@@ -38,6 +38,8 @@ from fairseq_kt.bench.workspace import prepare_workspace
 LIVE_TIME_TARGET = 1.10  # step time with a live teacher ≤ 1.10 × plain ctc
 CACHE_TIME_TARGET = 1.03  # step time with a teacher cache ≤ 1.03 × plain ctc
 MEMORY_TARGET = 1.10  # peak memory ≤ 1.10 × plain ctc
+GRAD_SHARE_TARGET = 0.02  # kt_grad_share at the default interval costs ≤ 2 % of the training time
+DEFAULT_GRAD_SHARE_INTERVAL = 200  # criterion.kt_grad_share_interval's default
 
 
 @dataclass
@@ -48,6 +50,7 @@ class StepConfig:
     kt_method: Optional[str]  # None: fairseq's plain ctc criterion
     cached: bool = False
     time_target: Optional[float] = None
+    grad_share: bool = False  # measure kt_grad_share on every step (its cost; off in the other configurations)
 
 
 STEP_CONFIGS = [
@@ -58,6 +61,7 @@ STEP_CONFIGS = [
     StepConfig("rl_attention + cache", "rl_attention", True, CACHE_TIME_TARGET),
     StepConfig("cl", "cl", False, LIVE_TIME_TARGET),
     StepConfig("cl + cache", "cl", True, CACHE_TIME_TARGET),
+    StepConfig("rl_cif + grad share", "rl_cif", False, None, grad_share=True),
 ]
 
 
@@ -89,6 +93,7 @@ def _build_training(spec: dict[str, Any]) -> tuple[Any, Any, Any]:
                 lm_path=spec["lm_path"],
                 teacher_cache=spec["teacher_cache"],
                 teacher_dtype=spec["teacher_dtype"],
+                kt_grad_share_interval=spec.get("kt_grad_share_interval", 0),
             )
         )
         cfg.criterion._name = "ctc_kt"
@@ -252,6 +257,7 @@ def run_step_suite(settings: StepSettings, device: torch.device, work_dir: Optio
                 "lr": settings.lr,
                 "threads": settings.threads,
                 "precision": settings.precision,
+                "kt_grad_share_interval": 1 if config.grad_share else 0,  # 1: every step (update 0 forever)
             }
             with executor() as pool:
                 results[config.name] = pool.submit(_step_worker, spec).result()
@@ -300,6 +306,7 @@ def summarise_steps(
             }
         )
     return {
+        "grad_share": grad_share_overhead(rows),
         "settings": asdict(settings),
         "device": str(device),
         "optimizer": f"torch.optim.Adam (betas 0.9/0.98, eps 1e-8), fp32 weights, {settings.precision} compute",
@@ -309,4 +316,22 @@ def summarise_steps(
         "batch": batch_info,
         "baseline_ms": median_ms(baseline["times_s"]),
         "rows": rows,
+    }
+
+
+def grad_share_overhead(rows: list[dict[str, Any]], interval: int = DEFAULT_GRAD_SHARE_INTERVAL) -> Optional[dict]:
+    """What logging ``kt_grad_share`` costs: the step that measures it against an rl_cif step that does not (both as
+    ratios to the plain-ctc steps interleaved with them), and that extra spread over ``interval`` updates."""
+    by_name = {r["name"]: r for r in rows}
+    measured, plain = by_name.get("rl_cif + grad share"), by_name.get("rl_cif")
+    if measured is None or plain is None:
+        return None
+    step_ratio = measured["time_ratio"] / plain["time_ratio"]
+    overhead = max(step_ratio - 1.0, 0.0) / interval
+    return {
+        "measuring_step_over_rl_cif_step": step_ratio,
+        "interval": interval,
+        "overhead_at_interval": overhead,
+        "target": GRAD_SHARE_TARGET,
+        "target_met": overhead <= GRAD_SHARE_TARGET,
     }
