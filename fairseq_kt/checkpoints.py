@@ -1,7 +1,8 @@
 """Reading fine-tuned fairseq checkpoints: loading, configuration rewriting, models for decoding.
 
 * :func:`load_state` reads a fairseq checkpoint (importing this module imports the plugin, so ``audio_kt`` /
-  ``ctc_kt`` checkpoints load, and registers fairseq's ``Dictionary`` for torch's weights-only loading).
+  ``ctc_kt`` checkpoints load, and fairseq's checkpoint classes are allowed in torch's weights-only loading);
+  :func:`checkpoint_cfg` is its configuration, pre-Hydra ``args`` converted (:func:`args_to_cfg`).
 * :func:`stock_task_cfg` / :func:`stock_criterion_cfg` rewrite the plugin's task and criterion configurations to
   fairseq's own ``audio_finetuning`` and ``ctc``.
 * :func:`load_for_inference` builds a fine-tuned CTC model for decoding without the teacher LM, its tokenizer or
@@ -13,6 +14,7 @@ Manifests, label files and atomic writes are in :mod:`fairseq_kt.io`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
 import logging
@@ -26,16 +28,20 @@ from typing import Any, Optional
 
 import torch
 
-import fairseq_kt  # noqa: F401  (registers audio_kt / ctc_kt and the Dictionary safe global)
+import fairseq_kt  # noqa: F401  (registers audio_kt / ctc_kt and fairseq's safe globals)
+from fairseq_kt._compat import UnsupportedGlobalError, load_checkpoint
 from fairseq_kt.errors import FairseqKtError
 
 __all__ = [
     "CheckpointError",
+    "UnsafeCheckpointError",
+    "args_to_cfg",
     "InferenceModel",
     "checkpoint_cfg",
     "cli_logging",
     "load_for_inference",
     "load_state",
+    "released_dictionary",
     "saved_dictionary_text",
     "stock_criterion_cfg",
     "stock_task_cfg",
@@ -47,6 +53,13 @@ STOCK_CRITERION = "ctc"
 
 class CheckpointError(FairseqKtError):
     """A checkpoint (or its dictionary) that cannot be used; the message says which file and why."""
+
+
+class UnsafeCheckpointError(CheckpointError, UnsupportedGlobalError):
+    """A checkpoint holding a Python object that weights-only loading refuses (also a ``pickle.UnpicklingError``)."""
+
+    def __init__(self, message: str, path: str, global_name: str) -> None:
+        UnsupportedGlobalError.__init__(self, message, path, global_name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,47 +98,107 @@ def cli_logging(verbose: bool = False) -> Iterator[None]:
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
     """Load a fairseq checkpoint file onto the CPU as the dict the trainer saved (no upgrade, no cfg conversion).
 
-    Uses torch's default loading mode, so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` applies as it does for fairseq.
+    Uses torch's default loading mode with the globals fairseq's checkpoints hold allowed
+    (:func:`fairseq_kt._compat.load_checkpoint`), so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` applies as it does for
+    fairseq.
 
     Raises:
-        CheckpointError: if the file is missing, not a checkpoint, or holds objects weights-only loading refuses.
+        CheckpointError: if the file is missing or not a checkpoint; :class:`~fairseq_kt._compat.UnsupportedGlobalError`
+            (also a ``pickle.UnpicklingError``) if it holds an object weights-only loading refuses, naming the global.
     """
     path = str(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        state = torch.load(path, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"cannot load {path} with torch's weights-only loader ({first}); if you trust the file, "
-            "set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
-        ) from e
-    except (RuntimeError, EOFError, OSError) as e:
+        state = load_checkpoint(path)
+    except UnsupportedGlobalError as e:
+        raise UnsafeCheckpointError(str(e), e.path, e.global_name) from e
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from e
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
     return state
 
 
-def checkpoint_cfg(state: dict[str, Any], path: str = "checkpoint") -> Any:
-    """The checkpoint's configuration as an OmegaConf ``DictConfig`` (legacy ``args`` namespaces are converted).
+def args_to_cfg(args: argparse.Namespace) -> Any:
+    """The ``cfg`` fairseq derives from a pre-Hydra checkpoint's ``args`` Namespace (an OmegaConf ``DictConfig``).
+
+    fairseq's own upgrade (``checkpoint_utils._upgrade_state_dict``: renamed options, then
+    ``convert_namespace_to_omegaconf``) is applied to a copy. A fine-tuned model's nested ``w2v_args`` Namespace (the
+    pretraining run's ``args``, as in ``wav2vec_small_960h.pt``) is converted the same way on its own and stored as
+    ``cfg.model.w2v_args``: fairseq's converter turns it into ``model.w2v_args.common...`` overrides that Hydra
+    refuses (``Key 'common' is not in struct``).
 
     Raises:
-        CheckpointError: if the checkpoint has neither ``cfg`` nor ``args``.
+        CheckpointError: if fairseq cannot convert the namespace (the message names the arch and task).
     """
-    from omegaconf import OmegaConf
+    from fairseq import checkpoint_utils
+    from omegaconf import open_dict
+
+    copied = argparse.Namespace(**vars(args))
+    nested = getattr(copied, "w2v_args", None)
+    if isinstance(nested, argparse.Namespace):
+        copied.w2v_args = None
+    light = {
+        "args": copied,
+        "optimizer_history": [{"optimizer_name": "", "lr_scheduler_state": {}, "num_updates": 0}],
+        "extra_state": {"train_iterator": None},
+    }
+    try:
+        cfg = checkpoint_utils._upgrade_state_dict(light)["cfg"]
+    except Exception as e:  # hydra's composition errors have no common base class
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"fairseq cannot convert the args of arch {getattr(args, 'arch', None)!r}, task "
+            f"{getattr(args, 'task', None)!r}: {type(e).__name__}: {first}"
+        ) from e
+    if isinstance(nested, argparse.Namespace):
+        with open_dict(cfg):
+            cfg.model.w2v_args = args_to_cfg(nested)
+    return cfg
+
+
+def checkpoint_cfg(state: dict[str, Any], path: str = "checkpoint") -> Any:
+    """The checkpoint's configuration as an OmegaConf ``DictConfig``.
+
+    Pre-Hydra checkpoints (an ``args`` Namespace, no ``cfg``) are converted as fairseq does (:func:`args_to_cfg`);
+    a ``cfg``-era fine-tuned model whose ``model.w2v_args`` is still a Namespace gets it converted too.
+
+    Raises:
+        CheckpointError: if the checkpoint has neither ``cfg`` nor ``args``, or its ``args`` cannot be converted.
+    """
+    from omegaconf import OmegaConf, open_dict
 
     if state.get("args") is not None:
-        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-        return convert_namespace_to_omegaconf(state["args"])
+        return args_to_cfg(state["args"])
     cfg = state.get("cfg")
     if cfg is None:
         raise CheckpointError(f"{path} has neither 'cfg' nor 'args': not a checkpoint written by fairseq")
-    if OmegaConf.is_config(cfg):
-        return cfg
-    return OmegaConf.create(cfg, flags={"allow_objects": True})
+    if not OmegaConf.is_config(cfg):
+        cfg = OmegaConf.create(cfg, flags={"allow_objects": True})
+    model = cfg.get("model")
+    nested = model.get("w2v_args") if model is not None else None
+    if isinstance(nested, argparse.Namespace):
+        with open_dict(cfg):
+            cfg.model.w2v_args = args_to_cfg(nested)
+    return cfg
+
+
+def released_dictionary(state: dict[str, Any], cfg: Any, path: str) -> Optional[str]:
+    """The ``dict.{labels}.txt`` beside a checkpoint file that holds no target dictionary, as fairseq's released
+    fine-tuned models (``wav2vec_small_960h.pt``) ship it, when the training data folder (``task.data``) has none.
+
+    Returns the file's path, or None (the checkpoint holds its dictionary, ``task.data`` has one, or there is
+    none beside the file either).
+    """
+    if (state.get("task_state") or {}).get("target_dictionary") is not None:
+        return None
+    task = cfg.get("task") or {}
+    name = f"dict.{task.get('labels') or 'ltr'}.txt"
+    if task.get("data") and os.path.isfile(os.path.join(str(task.get("data")), name)):
+        return None
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    return beside if os.path.isfile(beside) else None
 
 
 def _field_names(config_class: type) -> set[str]:
@@ -182,10 +255,11 @@ class InferenceModel:
     dictionary_source: str
 
 
-def _dictionary_file(task_cfg: Any, data: str) -> Optional[str]:
-    """The first existing ``dict.{labels}.txt``: in ``task.target_dictionary`` (if set), then in ``data``."""
+def _dictionary_file(task_cfg: Any, data: str, checkpoint: str) -> Optional[str]:
+    """The folder of the first existing ``dict.{labels}.txt``: ``task.target_dictionary`` (if set), ``data``, then
+    the checkpoint's own folder (where fairseq's released fine-tuned models ship it)."""
     name = f"dict.{task_cfg.labels}.txt"
-    folders = [task_cfg.get("target_dictionary"), data]
+    folders = [task_cfg.get("target_dictionary"), data, os.path.dirname(os.path.abspath(checkpoint))]
     for folder in folders:
         if folder and os.path.isfile(os.path.join(folder, name)):
             return str(folder)
@@ -199,7 +273,8 @@ def load_for_inference(
 
     The task is rebuilt as fairseq's ``audio_finetuning`` whatever it was (``audio_kt``'s teacher LM and tokenizer
     are never loaded) with ``data`` as its data folder. The target dictionary is the one saved in the checkpoint's
-    task state (the one the model was trained with); without one, ``data/dict.{labels}.txt`` is read. The
+    task state (the one the model was trained with); without one, ``data/dict.{labels}.txt`` is read, else the
+    ``dict.{labels}.txt`` beside the checkpoint (how fairseq's released fine-tuned models ship it). The
     pretrained wav2vec2 file (``model.w2v_path``) is not needed: fine-tuned checkpoints hold its configuration
     (``model.w2v_args``) and weights.
 
@@ -226,7 +301,7 @@ def load_for_inference(
     has_dictionary = task_state.get("target_dictionary") is not None
     dictionary_source = f"{path} (task state)"
     if not has_dictionary:
-        folder = _dictionary_file(OmegaConf.create(new_task), str(data))
+        folder = _dictionary_file(OmegaConf.create(new_task), str(data), path)
         if folder is None:
             raise CheckpointError(
                 f"no target dictionary: {path} holds none in its task state and "

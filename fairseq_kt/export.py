@@ -15,6 +15,7 @@ from fairseq_kt.checkpoints import (
     CheckpointError,
     checkpoint_cfg,
     load_state,
+    released_dictionary,
     saved_dictionary_text,
     stock_criterion_cfg,
     stock_task_cfg,
@@ -46,6 +47,7 @@ class ExportReport:
     original_criterion: str = ""
     dictionary_file: Optional[str] = None
     embedded_dictionary: bool = False
+    dictionary_source: Optional[str] = None  # a release's dict.*.txt beside the checkpoint, embedded in the export
     num_parameters: Optional[int] = None  # of the model fairseq rebuilt from the export (None: not checked)
 
 
@@ -54,7 +56,7 @@ def _is_stock(obj: Any, depth: int = 0) -> bool:
     ``Dictionary``) whose attributes are themselves stock: what stock fairseq can unpickle."""
     import torch
 
-    if depth > 50:
+    if depth > 50 or type(obj).__module__ == "numpy":  # numpy scalars need numpy's safe globals
         return False
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
         return True
@@ -65,6 +67,18 @@ def _is_stock(obj: Any, depth: int = 0) -> bool:
     if not (type(obj).__module__ or "").startswith(_STOCK_MODULE_PREFIX) or not hasattr(obj, "__dict__"):
         return False
     return all(_is_stock(v, depth + 1) for v in vars(obj).values())
+
+
+def _python_scalars(obj: Any) -> Any:
+    """``obj`` with numpy scalars (old checkpoints' ``val_loss``, ``best``) turned into Python numbers, so that
+    stock fairseq reads the export with torch's weights-only default and no numpy safe globals."""
+    if isinstance(obj, dict):
+        return {k: _python_scalars(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_python_scalars(v) for v in obj)
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item"):
+        return obj.item()
+    return obj
 
 
 def _plain_cfg(state: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +118,7 @@ def _clear_user_dir(cfg: dict[str, Any]) -> None:
 def _minimal_history(history: Any) -> list[dict[str, Any]]:
     """One ``optimizer_history`` entry with what fairseq reads when loading or warm-starting."""
     last = history[-1] if isinstance(history, list) and history else {}
-    scheduler = last.get("lr_scheduler_state")
+    scheduler = _python_scalars(last.get("lr_scheduler_state"))
     return [
         {
             "criterion_name": STOCK_CRITERION_NAME,
@@ -156,6 +170,7 @@ def export_state(state: dict[str, Any], *, external_dictionary_dir: Optional[str
     report.embedded_dictionary = task_state.get("target_dictionary") is not None and report.dictionary_file is None
     extra_state = {}
     for key, value in (state.get("extra_state") or {}).items():
+        value = _python_scalars(value)
         if key in KEEP_EXTRA_STATE and _is_stock(value):
             extra_state[key] = value
         else:
@@ -211,10 +226,16 @@ def export_checkpoint(
         raise ExportError(f"{out} exists; use --force to overwrite it")
     try:
         state = load_state(checkpoint)
+        beside = released_dictionary(state, _plain_cfg(state), checkpoint)
     except CheckpointError as e:
         raise ExportError(str(e)) from e
+    if beside is not None:  # a release that ships its dictionary as a file: the export holds it
+        from fairseq.data import Dictionary
+
+        state["task_state"] = {**(state.get("task_state") or {}), "target_dictionary": Dictionary.load(beside)}
     out_dir = os.path.dirname(os.path.abspath(out))
     new_state, report = export_state(state, external_dictionary_dir=out_dir if external_dictionary else None)
+    report.dictionary_source = beside
     if report.dictionary_file is not None:
         dictionary = new_state["task_state"].pop("target_dictionary")
         _write_dictionary(dictionary, report.dictionary_file, force)
@@ -246,6 +267,8 @@ def describe(report: ExportReport, checkpoint: str, out: str) -> list[str]:
     if report.criterion_tensors:
         plural = "s" if report.criterion_tensors != 1 else ""
         lines.append(f"  dropped criterion state: {report.criterion_tensors} tensor{plural} (KT heads)")
+    if report.dictionary_source is not None:
+        lines.append(f"  dictionary: {report.dictionary_source} (beside the checkpoint, which holds none)")
     if report.dictionary_file is not None:
         lines.append(
             f"  dictionary written to {report.dictionary_file}; task.data = {os.path.dirname(report.dictionary_file)}"

@@ -22,7 +22,6 @@ adapters, a deep positional convolution) is refused with :class:`~fairseq_kt.exp
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -33,7 +32,8 @@ from typing import Any, Optional
 
 import torch
 
-from fairseq_kt.checkpoints import CheckpointError, load_state
+from fairseq_kt.checkpoints import CheckpointError, load_state, released_dictionary
+from fairseq_kt.config_expr import conv_feature_layers
 from fairseq_kt.export import ExportError, _plain_cfg
 from fairseq_kt.io import _umask
 
@@ -143,12 +143,35 @@ def family_of(cfg: dict[str, Any], path: str) -> HfFamily:
     return family
 
 
+def _encoder_defaults(name: str) -> dict[str, Any]:
+    """The default values of the fields of fairseq's configuration class for the pretrained model ``name``
+    (interpolations and required fields left out)."""
+    import dataclasses
+
+    from fairseq.models import MODEL_DATACLASS_REGISTRY
+
+    config_class = MODEL_DATACLASS_REGISTRY.get(name)
+    if config_class is None:
+        return {}
+    defaults = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if not (isinstance(value, str) and value.startswith("${")) and f.name != "_name":
+            defaults[f.name] = value
+    return defaults
+
+
 def _model_cfgs(cfg: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fine-tuning model configuration and the pretrained encoder's, checked for what the export supports."""
     family = family_of(cfg, path)
     model = cfg["model"]
-    w2v = model["w2v_args"]["model"]
-    w2v = dict(w2v)
+    # a configuration written before a field existed holds none: fairseq builds the model with the default
+    w2v = {**_encoder_defaults(family.pretrained), **model["w2v_args"]["model"]}
     if model.get("layer_type"):
         w2v["layer_type"] = model["layer_type"]  # wav2vec_ctc overrides the pretrained value with its own
     refusals = {
@@ -171,17 +194,20 @@ def _model_cfgs(cfg: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[st
 
 
 def _conv_layers(w2v: dict[str, Any], path: str) -> list[tuple[int, int, int]]:
-    """The ``(channels, kernel, stride)`` triples of ``conv_feature_layers``."""
-    text = w2v.get("conv_feature_layers", "")
+    """The ``(channels, kernel, stride)`` triples of ``conv_feature_layers`` (a list, or fairseq's expression form
+    such as its default ``"[(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512,2,2)] + [(512,2,2)]"``, read without eval).
+
+    A configuration written before the field existed gets fairseq's default, as fairseq builds it.
+    """
+    text = w2v.get("conv_feature_layers")
+    if text is None:
+        from fairseq.models.wav2vec.wav2vec2 import Wav2Vec2Config
+
+        text = Wav2Vec2Config().conv_feature_layers
     try:
-        layers = [tuple(int(v) for v in layer) for layer in ast.literal_eval(text)]
-    except (ValueError, SyntaxError, TypeError) as e:
-        raise ExportError(f"{path}: cannot read model.w2v_args.model.conv_feature_layers={text!r}: {e}") from e
-    if not layers or any(len(layer) != 3 for layer in layers):
-        raise ExportError(
-            f"{path}: model.w2v_args.model.conv_feature_layers={text!r} is not a list of (dim, k, stride)"
-        )
-    return layers  # type: ignore[return-value]
+        return conv_feature_layers(text, "model.w2v_args.model.conv_feature_layers")
+    except ValueError as e:
+        raise ExportError(f"{path}: {e}") from e
 
 
 def hf_config_kwargs(cfg: dict[str, Any], vocab_size: int, special: dict[str, int], path: str) -> dict[str, Any]:
@@ -302,14 +328,20 @@ def tokenizer_vocab(symbols: list[str], path: str) -> dict[str, int]:
 
 
 def _dictionary_symbols(state: dict[str, Any], cfg: dict[str, Any], path: str) -> list[str]:
-    """The target dictionary's symbols: from the task state, else from ``task.data/dict.{labels}.txt``."""
+    """The target dictionary's symbols: from the task state, else ``task.data/dict.{labels}.txt``, else the
+    ``dict.{labels}.txt`` beside the checkpoint (as fairseq's released fine-tuned models ship it)."""
     dictionary = (state.get("task_state") or {}).get("target_dictionary")
     if dictionary is not None:
         return list(dictionary.symbols)
     task = cfg.get("task") or {}
     file = os.path.join(str(task.get("data", "")), f"dict.{task.get('labels', 'ltr')}.txt")
+    beside = released_dictionary(state, cfg, path)
+    if beside is not None:
+        file = beside
     if not os.path.isfile(file):
-        raise ExportError(f"{path} holds no target dictionary and {file} does not exist")
+        raise ExportError(
+            f"{path} holds no target dictionary and {file} does not exist (nor does one beside the checkpoint)"
+        )
     from fairseq.data import Dictionary
 
     return list(Dictionary.load(file).symbols)

@@ -24,6 +24,12 @@ Loading it (no plugin)::
     torch.serialization.add_safe_globals([Dictionary])   # torch >= 2.6: the task state holds a Dictionary
     models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(["OUT"])
 
+The export holds no other class (no ``args`` Namespace, numpy scalars turned into Python numbers), whatever era the
+input checkpoint comes from. With the plugin installed, ``import fairseq_kt`` allows every class fairseq's checkpoints
+hold instead (:func:`fairseq_kt._compat.register_safe_globals`). A checkpoint without a target dictionary whose
+``dict.{labels}.txt`` sits beside it, as fairseq's released fine-tuned models ship it (``wav2vec_small_960h.pt``),
+gets that dictionary embedded.
+
 With ``--external-dictionary`` the dictionary is written as ``dict.{labels}.txt`` beside OUT and left out of the
 checkpoint, whose ``task.data`` then names OUT's folder: the file loads under torch's weights-only default with no
 safe globals (pass ``arg_overrides={"data": FOLDER}`` after moving the two files elsewhere).

@@ -198,6 +198,10 @@ def _rebuild_command(data: str, subset: str, lm_path: str, causal: bool, out: st
     return f"{PROG} --data {data} --subset {subset} --lm-path {lm_path}{options} --out {out}"
 
 
+_META_KEYS = ("fingerprint", "dtype", "dim", "vocab_size", "subsets")  # what readers index, besides format/version
+_SUBSET_KEYS = ("shard", "settings", "data")
+
+
 def _read_meta(directory: str) -> dict:
     path = os.path.join(directory, META)
     with open(path, encoding="utf-8") as f:
@@ -211,6 +215,13 @@ def _read_meta(directory: str) -> dict:
         raise ValueError(
             f"{path}: cache format version {meta.get('version')} is not {VERSION}; rebuild it with {PROG} --force"
         )
+    missing = [key for key in _META_KEYS if key not in meta]
+    subsets = meta.get("subsets")
+    if not missing and isinstance(subsets, dict):
+        missing = [f"subsets.{name}.{key}" for name, sub in subsets.items() for key in _SUBSET_KEYS
+                   if not isinstance(sub, dict) or key not in sub]  # fmt: skip
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} (a damaged meta file): rebuild it with {PROG} --force")
     return meta
 
 
