@@ -20,6 +20,14 @@ from fairseq_kt.data.token_check import check_lm_tokens
 from fairseq_kt.errors import FairseqKtError
 from fairseq_kt.head_lr import check_optimizer
 from fairseq_kt.io import DataFileError
+from fairseq_kt.pretrained import (
+    PretrainedCheckpointError,
+    W2vPathInfo,
+    check_w2v_path,
+    config_value,
+    reuse_ctc_head,
+    w2v_path_loader,
+)
 from fairseq_kt.teacher.model import lm_max_tokens, load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -101,6 +109,7 @@ class AudioKtTask(AudioFinetuningTask):
 
     def __init__(self, cfg: AudioKtConfig) -> None:
         super().__init__(cfg)
+        self.w2v_path_info: Optional[W2vPathInfo] = None  # what setup_task found at model.w2v_path
         self.encoder_dim: Optional[int] = None
         self._checked_optimizer: Any = None  # the optimizer train_step last checked for criterion.kt_lr_scale
 
@@ -133,9 +142,21 @@ class AudioKtTask(AudioFinetuningTask):
 
     @classmethod
     def setup_task(cls, cfg: AudioKtConfig, **kwargs: Any) -> "AudioKtTask":
-        """The task, with :mod:`fairseq_kt.patches` applied to fairseq (once per process)."""
+        """The task, with :mod:`fairseq_kt.patches` applied to fairseq (once per process).
+
+        When the task is part of a whole training configuration (``fairseq-hydra-train``), the checkpoint of
+        ``model.w2v_path`` is checked first, before any data or teacher is loaded
+        (:func:`fairseq_kt.pretrained.check_w2v_path`).
+
+        Raises:
+            AudioKtConfigError: ``model.w2v_path`` names a file this run cannot start from (the message names the
+                setting that stops it).
+        """
         patches.apply()
-        return super().setup_task(cfg, **kwargs)
+        info = check_pretrained(_model_cfg_beside(cfg), cfg.get("normalize") if isinstance(cfg, DictConfig) else None)
+        task = super().setup_task(cfg, **kwargs)
+        task.w2v_path_info = info
+        return task
 
     def load_dataset(self, split: str, task_cfg: Any = None, **kwargs: Any) -> None:
         """fairseq's audio + labels, checked up front (audio files, LM tokens), wrapped with LM token ids."""
@@ -238,20 +259,32 @@ class AudioKtTask(AudioFinetuningTask):
     def build_model(self, model_cfg: Any, from_checkpoint: bool = False) -> Any:
         """fairseq's model (``wav2vec_ctc``, ``hubert_ctc``); records the width of the states its CTC projection reads.
 
-        A ``hubert_ctc`` model's unused pre-training label embeddings are emptied
+        ``model.w2v_path`` is read by :func:`fairseq_kt.pretrained.load_pretrained_state` (every released format,
+        including a fine-tuned ``wav2vec_ctc`` / ``hubert_ctc`` recognizer: its encoder, and its CTC head when its
+        dictionary equals the task's). A ``hubert_ctc`` model's unused pre-training label embeddings are emptied
         (:func:`drop_hubert_label_embeddings`) so that its checkpoints reload without HuBERT's label dictionaries.
 
         Raises:
-            AudioKtConfigError: ``model.layer_type`` differs from the pretrained encoder's (``wav2vec_ctc`` builds
-                its own ``layer_type``, ``transformer`` by default, so a conformer checkpoint does not fit).
+            AudioKtConfigError: ``model.w2v_path`` names a file the run cannot start from, e.g. ``model.layer_type``
+                differs from the pretrained encoder's (``wav2vec_ctc`` builds its own ``layer_type``,
+                ``transformer`` by default, so a conformer checkpoint does not fit).
         """
+        info = self.w2v_path_info
+        w2v_path = str(config_value(model_cfg, "w2v_path") or "")
+        if info is None or os.path.abspath(info.path) != os.path.abspath(w2v_path):
+            info = check_pretrained(model_cfg, self.cfg.normalize)
+        path = info.path if info is not None else None
         try:
-            model = super().build_model(model_cfg, from_checkpoint)
+            with w2v_path_loader(path) as served:
+                model = super().build_model(model_cfg, from_checkpoint)
         except RuntimeError as e:
             mismatch = layer_type_mismatch(model_cfg)
             if mismatch is None:
                 raise
             raise AudioKtConfigError(mismatch) from e
+        head = (served.get("state") or {}).get("ctc_head")
+        if info is not None and info.finetuned and head:
+            reuse_ctc_head(model, info, head, list(self.target_dictionary.symbols))
         if isinstance(model_cfg, DictConfig) and model_cfg.get("_name") == "hubert_ctc":
             drop_hubert_label_embeddings(model, model_cfg)
         self.encoder_dim = encoder_dim_of(model)
@@ -325,22 +358,38 @@ def drop_hubert_label_embeddings(model: Any, model_cfg: DictConfig) -> None:
 def layer_type_mismatch(model_cfg: Any) -> Optional[str]:
     """Why ``wav2vec_ctc`` cannot load its pretrained checkpoint, when ``model.layer_type`` differs from the
     checkpoint's ``layer_type`` (None otherwise, or when there is no checkpoint to read)."""
-    path = model_cfg.get("w2v_path") if isinstance(model_cfg, DictConfig) else None
-    if model_cfg.get("_name") != "wav2vec_ctc" or not path or not os.path.isfile(str(path)):
+    try:
+        check_w2v_path(model_cfg, None)
+    except PretrainedCheckpointError as e:
+        return str(e) if "layer_type" in str(e) else None
+    return None
+
+
+def _model_cfg_beside(task_cfg: Any) -> Any:
+    """The ``model`` section of the whole configuration the task configuration belongs to (None if standalone)."""
+    if not isinstance(task_cfg, DictConfig):
+        return None
+    root = task_cfg._get_root()
+    if root is task_cfg or not isinstance(root, DictConfig):
         return None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, OSError, ValueError):
+        return root.get("model")
+    except Exception:  # an unresolvable or missing section: fairseq reports it itself
         return None
-    pretrained = (((state.get("cfg") or {}).get("model")) or {}).get("layer_type", "transformer")
-    wanted = model_cfg.get("layer_type") or "transformer"
-    if pretrained == wanted:
+
+
+def check_pretrained(model_cfg: Any, normalize: Optional[bool]) -> Optional[W2vPathInfo]:
+    """:func:`fairseq_kt.pretrained.check_w2v_path` for a fine-tuning model configuration (None: nothing to check).
+
+    Raises:
+        AudioKtConfigError: naming the setting that stops the run.
+    """
+    if model_cfg is None or str(config_value(model_cfg, "_name")) not in ("wav2vec_ctc", "hubert_ctc"):
         return None
-    return (
-        f"model.w2v_path={path} was pre-trained with layer_type={pretrained} but model.layer_type={wanted} "
-        f"(wav2vec_ctc builds its own): set model.layer_type={pretrained} "
-        f"(fairseq-hydra-train: ++model.layer_type={pretrained})"
-    )
+    try:
+        return check_w2v_path(model_cfg, normalize)
+    except PretrainedCheckpointError as e:
+        raise AudioKtConfigError(str(e)) from e
 
 
 def encoder_dim_of(model: Any) -> Optional[int]:
