@@ -351,8 +351,8 @@ def reuse_ctc_head(
         return False
     if info.dictionary != list(symbols):
         logger.warning(
-            "model.w2v_path=%s: its CTC head predicts the %d symbols of %s, the task's dictionary has %d other ones "
-            "(or another order): its encoder is used, its CTC head is not",
+            "model.w2v_path=%s: its CTC head predicts the %d symbols of %s, which differ from the task's "
+            "dictionary (%d symbols; another set or order): its encoder is used, its CTC head is not",
             info.path,
             len(info.dictionary),
             info.dictionary_source,

@@ -17,6 +17,7 @@ import os
 import pickle
 import pickletools
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -213,6 +214,40 @@ def test_cannot_serve_is_refused_naming_the_field(releases: dict[str, Path], cor
         build(corpus, str(releases["hubert_base"]), tiny_bert)
     with pytest.raises(AudioKtConfigError, match=r"task.normalize=false .*pre-trained with task.normalize=true"):
         build(corpus, str(releases["xlsr"]), tiny_bert)
+    with pytest.raises(AudioKtConfigError, match=r"model\.w2v_path=\S+gone\.pt: no such file"):
+        build(corpus, str(tmp_path / "gone.pt"), tiny_bert)
+    state = load_checkpoint(releases["xlsr"])
+    state["extra_state"]["payload"] = Foreign()
+    torch.save(state, tmp_path / "foreign.pt")
+    with pytest.raises(
+        AudioKtConfigError, match=r"foreign\.pt: .*refuses the global tests\.test_released_formats\.Foreign"
+    ):
+        build(corpus, str(tmp_path / "foreign.pt"), tiny_bert)
+
+
+def test_the_recognizers_head_is_reused_only_for_its_own_dictionary(
+    releases: dict[str, Path], corpus: Path, tmp_path: Path, tiny_bert: str, caplog
+) -> None:
+    released = load_checkpoint(releases["wav2vec_small_960h"])["model"]
+    _, _, model, _ = build(corpus, str(releases["wav2vec_small_960h"]), tiny_bert)
+    torch.testing.assert_close(model.w2v_encoder.proj.weight, released["w2v_encoder.proj.weight"], atol=0, rtol=0)
+
+    other = tmp_path / "data"
+    shutil.copytree(corpus, other)
+    lines = (corpus / "dict.ltr.txt").read_text().splitlines()
+    (other / "dict.ltr.txt").write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")  # E before |
+    alone = tmp_path / "alone" / "wav2vec_small_960h.pt"  # without the dict.ltr.txt it ships with
+    alone.parent.mkdir()
+    alone.write_bytes(releases["wav2vec_small_960h"].read_bytes())
+    cases = [(other, releases["wav2vec_small_960h"], "differ from the task's dictionary"), (corpus, alone, "no dict")]
+    for data, checkpoint, reason in cases:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fairseq_kt.pretrained"):
+            _, _, model, _ = build(data, str(checkpoint), tiny_bert)
+        assert not torch.equal(model.w2v_encoder.proj.weight, released["w2v_encoder.proj.weight"])
+        encoder = {k: v for k, v in model.state_dict().items() if k.startswith("w2v_encoder.w2v_model.")}
+        assert all(torch.equal(v, released[k]) for k, v in encoder.items())  # the encoder is the recognizer's
+        assert reason in caplog.text and "its CTC head is not" in caplog.text
 
 
 def test_hydra_train_refuses_before_loading_anything(releases: dict[str, Path], corpus: Path, tmp_path: Path,
