@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from fairseq_kt.lowres import experiment
 from fairseq_kt.lowres.experiment import Cell
+from fairseq_kt.paths import PathArgumentError, absolute_path, existing_path
 
 
 def stages(
@@ -54,6 +57,43 @@ def stages(
     }
 
 
+def homophone_stages(
+    setting: experiment.Setting,
+    seeds: tuple[int, ...],
+    sweep_seeds: tuple[int, ...],
+    updates: int,
+    levels: tuple[float, ...],
+    best_methods: int = 3,
+) -> dict[str, Callable[[], list[Cell]]]:
+    """The homophone regime's stages; each is built when it runs (``hsweep`` needs ``hcal``'s shares, ``hbest`` the
+    finished sweep)."""
+
+    def calibration() -> list[Cell]:
+        return [Cell("homophones", m, 0.3, (1,), max_update=1, variant="cal") for m in HOMOPHONE_METHODS]
+
+    def sweep() -> list[Cell]:
+        shares = experiment.calibrated_shares(setting, calibration())
+        return [
+            Cell("homophones", m, 0.3, sweep_seeds, max_update=updates, variant=f"share{level:g}",
+                 overrides=(f"criterion.kt_scale={level / shares[m]:.4g}",))
+            for m in HOMOPHONE_METHODS for level in levels
+        ]  # fmt: skip
+
+    def best() -> list[Cell]:
+        chosen = experiment.best_on_validation(setting, sweep())[:best_methods]
+        return [replace(cell, seeds=seeds) for cell in chosen]
+
+    return {
+        "hbase": lambda: [Cell("homophones", "baseline", 0.3, seeds, max_update=updates)],
+        "hcal": calibration,
+        "hsweep": sweep,
+        "hbest": best,
+    }
+
+
+HOMOPHONE_METHODS = ("rl_cif", "rl_attention", "cl")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", default="lowres_work", help="corpus, checkpoints and runs (finished runs are reused)")
@@ -61,33 +101,65 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--stage",
         action="append",
-        help="main, control, sweep, sweep_high, 1h, mu, warmup, layer, headlr, long, 1h_long (repeatable)",
+        help="main, control, sweep, sweep_high, 1h, mu, warmup, layer, headlr, long, 1h_long; the homophone "
+        "regime: hbase, hcal, hsweep, hbest (repeatable)",
     )
-    p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison")
+    p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison (and of hbase, hbest)")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
+    p.add_argument("--sweep-seeds", default="1", help="seeds of each hsweep setting")
+    p.add_argument("--levels", default="1,3", help="hsweep: KT gradient shares to set k for (from hcal)")
+    p.add_argument("--best-methods", type=int, default=3, help="hbest: this many methods, best on validation first")
     p.add_argument("--max-update", type=int, default=400, help="updates per 10-minute run")
     p.add_argument("--max-update-1h", type=int, default=600, help="updates per 1-hour run")
+    p.add_argument("--max-update-homophones", type=int, default=1000, help="updates per homophone-regime run")
+    p.add_argument("--homophone-sizes", default="300,150,1000", help="test,valid,labelled sentences (homophones)")
     p.add_argument("--pretrain-updates", type=int, default=1500, help="self-supervised pretraining updates")
-    p.add_argument("--pretrained", type=Path, help="use this wav2vec2 checkpoint instead of pretraining")
+    p.add_argument(
+        "--pretrained", help="use this wav2vec2 checkpoint instead of pretraining (the homophone stages need it)"
+    )
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished runs")
     p.add_argument("--workers", type=int, default=2, help="runs at a time (each with one thread)")
     p.add_argument("--diagnose", action="store_true", help="also write diagnostics.md (teacher quality, probe)")
     args = p.parse_args(argv)
+    try:  # every path made absolute against the caller's folder before fairseq or a child process sees it
+        workdir = Path(absolute_path(args.workdir))
+        out = Path(absolute_path(args.out))
+        pretrained = (
+            Path(existing_path(args.pretrained, "--pretrained", "checkpoint", "file")) if args.pretrained else None
+        )
+    except PathArgumentError as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
     seeds = tuple(int(s) for s in args.seeds.split(","))
     few = tuple(int(s) for s in args.few_seeds.split(","))
-    setting = experiment.prepare(Path(args.workdir).resolve(), args.pretrain_updates, args.pretrained)
-    restored = experiment.restore_rows(setting, Path(args.out) / "runs.csv")
+    chosen = args.stage or [*WORDNET_STAGES, *HOMOPHONE_STAGES]
+    wordnet = any(name not in HOMOPHONE_STAGES for name in chosen)
+    setting = experiment.prepare(workdir, args.pretrain_updates, pretrained, wordnet=wordnet)
+    test, valid, labelled = (int(n) for n in args.homophone_sizes.split(","))
+    if any(name in HOMOPHONE_STAGES for name in chosen):
+        cl = any(name in ("hcal", "hsweep", "hbest") for name in chosen)
+        setting = experiment.add_homophones(setting, {"test": test, "valid": valid, "finetune": labelled}, cl)
+    restored = experiment.restore_rows(setting, out / "runs.csv")
     if restored:
-        print(f"[resume] {restored} finished runs taken from {Path(args.out) / 'runs.csv'}", flush=True)
-    plan = stages(seeds, few, args.max_update, args.max_update_1h, experiment.write_kt_lr_config(setting.work))
-    chosen = args.stage or list(plan)
+        print(f"[resume] {restored} finished runs taken from {out / 'runs.csv'}", flush=True)
+    plan: dict[str, Callable[[], list[Cell]]] = {}
+    if wordnet:
+        cells = stages(seeds, few, args.max_update, args.max_update_1h, experiment.write_kt_lr_config(setting.work))
+        plan.update({name: (lambda c=c: c) for name, c in cells.items()})
+    sweep_seeds = tuple(int(s) for s in args.sweep_seeds.split(","))
+    levels = tuple(float(x) for x in args.levels.split(","))
+    plan.update(homophone_stages(setting, seeds, sweep_seeds, args.max_update_homophones, levels, args.best_methods))
     if not args.report_only:
         for name in chosen:
-            experiment.run_grid(setting, plan[name], workers=args.workers)
-    experiment.write_report(setting, Path(args.out), " ".join(["python", *sys.argv]))
+            experiment.run_grid(setting, plan[name](), workers=args.workers)
+    experiment.write_report(setting, out, " ".join(["python", *sys.argv]))
     if args.diagnose:
-        experiment.write_diagnostics(setting, Path(args.out))
+        experiment.write_diagnostics(setting, out)
     return 0
+
+
+WORDNET_STAGES = ("main", "control", "sweep", "sweep_high", "1h", "mu", "warmup", "layer", "headlr", "long", "1h_long")
+HOMOPHONE_STAGES = ("hbase", "hcal", "hsweep", "hbest")
 
 
 if __name__ == "__main__":

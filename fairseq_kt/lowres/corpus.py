@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,28 +39,35 @@ SPEEDS: tuple[int, ...] = (160, 140, 180, 150, 200)
 """Speaking rates, words per minute."""
 
 
-def _jobs(pools: Pools, wav_dir: Path) -> list[tuple[str, str, int, Path]]:
+def _jobs(
+    pools: Pools, wav_dir: Path, voices: Sequence[str] = VOICES, speeds: Sequence[int] = SPEEDS
+) -> list[tuple[str, str, int, Path]]:
     jobs = []
     for pool in ("test", "valid", "finetune", "pretrain"):
         for i, text in enumerate(getattr(pools, pool)):
-            voice = VOICES[i % len(VOICES)]
-            speed = SPEEDS[(i // len(VOICES)) % len(SPEEDS)]
+            voice = voices[i % len(voices)]
+            speed = speeds[(i // len(voices)) % len(speeds)]
             jobs.append((text, voice, speed, wav_dir / f"{pool}_{i}.wav"))
     return jobs
 
 
-def synthesize_pools(work: Path, pools: Pools, workers: int = 2) -> dict[str, list[int]]:
+def synthesize_pools(
+    work: Path, pools: Pools, workers: int = 2, voices: Sequence[str] = VOICES, speeds: Sequence[int] = SPEEDS
+) -> dict[str, list[int]]:
     """Speak every sentence of the audio pools; return ``{pool: [num_samples, ...]}`` and write the manifests.
 
-    Shows progress on stderr. Re-running with the same pools only synthesises missing files.
+    ``voices`` and ``speeds`` (default: :data:`VOICES`, :data:`SPEEDS`) are cycled as the module docstring says.
+    Shows progress on stderr. Re-running with the same pools and voices only synthesises missing files.
     """
     wav_dir = work / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     espeak, sox = synth._require_programs()
     stamp = work / "corpus_stamp.json"
-    key = {pool: getattr(pools, pool) for pool in ("test", "valid", "finetune", "pretrain")}
+    key: dict = {pool: getattr(pools, pool) for pool in ("test", "valid", "finetune", "pretrain")}
+    if tuple(voices) != VOICES or tuple(speeds) != SPEEDS:  # (stamps of the default voices stay as they were)
+        key["voices"], key["speeds"] = list(voices), list(speeds)
     reuse = stamp.is_file() and json.loads(stamp.read_text(encoding="utf-8")).get("pools") == key
-    jobs = _jobs(pools, wav_dir)
+    jobs = _jobs(pools, wav_dir, voices, speeds)
     done = 0
 
     def run(job: tuple[str, str, int, Path]) -> int:

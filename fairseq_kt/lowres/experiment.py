@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fairseq_kt.head_lr import composite_optimizer
@@ -35,13 +35,14 @@ PRETRAIN_UPDATES = 1500
 
 @dataclass(frozen=True)
 class Setting:
-    """Paths shared by every run."""
+    """Paths shared by every run (``teachers``: the causal teacher of a subset, where it is not ``gpt2``)."""
 
     work: Path
     data: dict[str, Path]
     w2v: Path
     w2v_random: Path
     gpt2: Path
+    teachers: dict[str, Path] = field(default_factory=dict)
 
 
 def _subset_size(sizes: Sequence[int], seconds: float, sample_rate: int = 16000) -> int:
@@ -72,25 +73,60 @@ def build_encoder(work: Path, updates: int = PRETRAIN_UPDATES) -> Path:
     return slim
 
 
-def prepare(work: Path, pretrain_updates: int = PRETRAIN_UPDATES, pretrained: Path | None = None) -> Setting:
-    """Build or reuse the shared pieces under ``work``; ``pretrained`` skips pretraining with a given checkpoint."""
-    pools, sizes = build_audio(work)
-    data = {}
-    for name, seconds in SUBSETS.items():
-        n = _subset_size(sizes["finetune"], seconds)
-        data[name] = corpus.write_finetune_set(work, name, pools, sizes, n)
+def prepare(
+    work: Path, pretrain_updates: int = PRETRAIN_UPDATES, pretrained: Path | None = None, wordnet: bool = True
+) -> Setting:
+    """Build or reuse the shared pieces under ``work``; ``pretrained`` skips pretraining with a given checkpoint.
+
+    ``wordnet=False`` (only the homophone regime, :func:`add_homophones`, is run) skips the WordNet speech, subsets
+    and causal teacher; ``pretrained`` is then required.
+    """
+    data: dict[str, Path] = {}
+    gpt2 = work / "gpt2_wordnet"
+    if wordnet:
+        pools, sizes = build_audio(work)
+        for name, seconds in SUBSETS.items():
+            n = _subset_size(sizes["finetune"], seconds)
+            data[name] = corpus.write_finetune_set(work, name, pools, sizes, n)
+        if not (gpt2 / "config.json").is_file():
+            from fairseq_kt.testing.tiny_lm import write_tiny_gpt2
+
+            print(f"[prepare] training a small GPT2 on {len(pools.lm)} sentences (the cl teacher)", flush=True)
+            write_tiny_gpt2(gpt2, pools.lm, vocab_size=2000, hidden_size=128, layers=2, heads=2, train_steps=3000)
+    elif pretrained is None:
+        raise ValueError("prepare(wordnet=False) needs a pretrained encoder (--pretrained)")
     if pretrained is None:
         pretrained = build_encoder(work, pretrain_updates)
     w2v_random = work / "w2v_random.pt"
     if not w2v_random.is_file():
         pretrain.random_counterpart(pretrained, w2v_random)
-    gpt2 = work / "gpt2_wordnet"
-    if not (gpt2 / "config.json").is_file():
+    return Setting(work=work, data=data, w2v=pretrained, w2v_random=w2v_random, gpt2=gpt2)
+
+
+def add_homophones(setting: Setting, sizes: dict[str, int] | None = None, causal_teacher: bool = True) -> Setting:
+    """``setting`` with the homophone regime (:mod:`.domain`): its data set as subset ``homophones`` and, with
+    ``causal_teacher``, its causal teacher: a small GPT2 trained on WordNet's left-over sentences and 5,000 grammar
+    sentences that are in neither the regime's valid nor its test pool (built once)."""
+    from fairseq_kt.lowres import domain
+    from fairseq_kt.lowres.homophone_grammar import make_homophone_sentences
+
+    sizes = dict(domain.HOMOPHONE_SIZES if sizes is None else sizes)
+    data = domain.write_homophone_set(setting.work / "homophones", sizes)
+    teachers = dict(setting.teachers)
+    gpt2 = setting.work / "gpt2_homophones"
+    if causal_teacher and not (gpt2 / "config.json").is_file():
         from fairseq_kt.testing.tiny_lm import write_tiny_gpt2
 
-        print(f"[prepare] training a small GPT2 on {len(pools.lm)} sentences (the cl teacher)", flush=True)
-        write_tiny_gpt2(gpt2, pools.lm, vocab_size=2000, hidden_size=128, layers=2, heads=2, train_steps=3000)
-    return Setting(work=work, data=data, w2v=pretrained, w2v_random=w2v_random, gpt2=gpt2)
+        held = domain.homophone_pools(sizes["test"], sizes["valid"], sizes["finetune"])
+        grammar = make_homophone_sentences(5000, seed=1, exclude=held.test + held.valid)
+        wordnet = text.split_pools(text.load_sentences(), seed=0, **POOL_SIZES).lm
+        print(
+            f"[prepare] training a small GPT2 on {len(wordnet)} WordNet + {len(grammar)} grammar sentences", flush=True
+        )
+        write_tiny_gpt2(gpt2, wordnet + grammar, vocab_size=2000, hidden_size=128, layers=2, heads=2, train_steps=3000)
+    if causal_teacher:
+        teachers["homophones"] = gpt2
+    return replace(setting, data={**setting.data, "homophones": data}, teachers=teachers)
 
 
 @dataclass(frozen=True)
@@ -127,8 +163,22 @@ def write_kt_lr_config(work: Path, name: str = "lowres_kt_lr") -> Path:
     return folder
 
 
-def _teacher(setting: Setting, method: str) -> str | None:
-    return {"baseline": None, "cl": str(setting.gpt2)}.get(method, MINILM)
+def _teacher(setting: Setting, method: str, subset: str = "") -> str | None:
+    causal = setting.teachers.get(subset, setting.gpt2)
+    return {"baseline": None, "cl": str(causal)}.get(method, MINILM)
+
+
+def _overrides_value(overrides: Sequence[str], key: str, default: str) -> str:
+    """The value a ``key=value`` (or ``+key=value``) override gives ``key``, else ``default``."""
+    for item in overrides:
+        name, _, value = item.lstrip("+").partition("=")
+        if name == key:
+            return value
+    return default
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def run_dir(setting: Setting, cell: Cell, seed: int) -> Path:
@@ -147,7 +197,7 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         data=str(setting.data[cell.subset]),
         w2v=str(w2v),
         max_update=cell.max_update,
-        lm_path=_teacher(setting, cell.method),
+        lm_path=_teacher(setting, cell.method, cell.subset),
         kt_weight=cell.kt_weight,
         overrides=cell.overrides,
         config=cell.config,
@@ -160,6 +210,9 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
     homo = homophone_score((refs[k], hyps.get(k, "")) for k in refs)
     valid = read_log(folder / "train.log")
     last = valid[-1] if valid else {}
+    inner = read_log(folder / "train.log", kinds=("train_inner",))
+    tail = inner[-max(len(inner) // 4, 1) :]  # the last quarter of training
+    kt = cell.method != "baseline"
     return {
         "subset": cell.subset,
         "init": cell.init,
@@ -179,6 +232,16 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
         "valid_kt_cosine": last.get("kt_cosine"),
         "valid_kt_accuracy": last.get("kt_accuracy"),
         "valid_loss_quantity": last.get("loss_quantity"),
+        "kt_scale": float(_overrides_value(cell.overrides, "criterion.kt_scale", "1")) if kt else None,
+        "kt_normalize": _overrides_value(cell.overrides, "criterion.kt_normalize", "sample_size") if kt else None,
+        "kt_grad_share": _mean([r["kt_grad_share"] for r in inner if "kt_grad_share" in r]),
+        "quantity_grad_share": _mean([r["quantity_grad_share"] for r in inner if "quantity_grad_share" in r]),
+        "valid_kt_cosine_floor": last.get("kt_cosine_floor"),
+        "valid_kt_accuracy_floor": last.get("kt_accuracy_floor"),
+        "train_kt_cosine": _mean([r["kt_cosine"] for r in tail if "kt_cosine" in r]),
+        "train_kt_cosine_floor": _mean([r["kt_cosine_floor"] for r in tail if "kt_cosine_floor" in r]),
+        "train_kt_accuracy": _mean([r["kt_accuracy"] for r in tail if "kt_accuracy" in r]),
+        "train_kt_accuracy_floor": _mean([r["kt_accuracy_floor"] for r in tail if "kt_accuracy_floor" in r]),
     }
 
 
@@ -194,7 +257,8 @@ def run_grid(setting: Setting, cells: Iterable[Cell], workers: int = 1) -> list[
         done = run_dir(setting, cell, seed) / "row.json"
         if done.is_file():
             return json.loads(done.read_text(encoding="utf-8"))
-        label = f"{cell.subset}/{cell.init}/{cell.method}/λ={cell.kt_weight:g}/seed {seed}"
+        variant = f"/{cell.variant}" if cell.variant else ""
+        label = f"{cell.subset}/{cell.init}/{cell.method}/λ={cell.kt_weight:g}{variant}/seed {seed}"
         print(f"[run {i}/{len(jobs)}] {label}", flush=True)
         row = run_one(setting, cell, seed, threads=1 if workers > 1 else None)
         atomic_write_json(done, row)
@@ -204,6 +268,51 @@ def run_grid(setting: Setting, cells: Iterable[Cell], workers: int = 1) -> list[
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, enumerate(jobs, 1)))
+
+
+def _finished_rows(setting: Setting, cell: Cell) -> list[dict]:
+    """The rows of the cell's finished runs."""
+    rows = []
+    for seed in cell.seeds:
+        done = run_dir(setting, cell, seed) / "row.json"
+        if done.is_file():
+            rows.append(json.loads(done.read_text(encoding="utf-8")))
+    return rows
+
+
+def calibrated_shares(setting: Setting, cells: Sequence[Cell]) -> dict[str, float]:
+    """Run (or reuse) short calibration runs of k = 1 and return each method's measured ``kt_grad_share``: the KT
+    gradient on the encoder over CTC's at the pretrained start (so that k = level / share gives a share of about
+    ``level`` there; the runs' own measured shares are reported beside them).
+
+    Raises:
+        RuntimeError: a calibration run logged no share.
+    """
+    shares = {}
+    for row, cell in zip(run_grid(setting, cells), cells):
+        if not row.get("kt_grad_share"):
+            raise RuntimeError(f"calibration run {run_dir(setting, cell, cell.seeds[0])} logged no kt_grad_share")
+        shares[cell.method] = float(row["kt_grad_share"])
+    return shares
+
+
+def best_on_validation(setting: Setting, cells: Sequence[Cell]) -> list[Cell]:
+    """Per method, the cell with the lowest mean validation WER over its finished seeds (ties: the earlier cell),
+    best method first; test scores play no part.
+
+    Raises:
+        RuntimeError: a cell has no finished run (run its stage first).
+    """
+    best: dict[str, tuple[float, Cell]] = {}
+    for cell in cells:
+        rows = _finished_rows(setting, cell)
+        wers = [float(r["valid_wer"]) for r in rows if r.get("valid_wer") is not None]
+        if not wers:
+            raise RuntimeError(f"no finished run of {cell.method} {cell.variant}: run its sweep first")
+        score = sum(wers) / len(wers)
+        if cell.method not in best or score < best[cell.method][0]:
+            best[cell.method] = (score, cell)
+    return [cell for _, cell in sorted(best.values(), key=lambda item: item[0])]
 
 
 def restore_rows(setting: Setting, csv_path: Path) -> int:
@@ -244,7 +353,12 @@ def write_report(setting: Setting, out: Path, command: str) -> None:
     write_csv(out / "runs.csv", rows)
     table = report.markdown_table(rows)
     control = report.control_line(rows)
-    atomic_write_text(out / "results.md", f"Command: `{command}`\n\n{table}\n\n{control}\n")
+    acting = report.acting_table(rows)
+    atomic_write_text(
+        out / "results.md",
+        f"Command: `{command}`\n\n{table}\n\n{control}\n\nIs KT acting? (runs that logged the floors and the "
+        f"gradient share)\n\n{acting}\n",
+    )
     report.plot_results(rows, out / "results.png")
     curves = {}
     for method in ("baseline", "rl_cif", "rl_attention", "cl"):
@@ -318,7 +432,8 @@ def _gradient_lines(setting: Setting, runs: dict[str, Path]) -> list[str]:
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
     """Rows as CSV (atomically)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    fields = list(dict.fromkeys(key for row in rows for key in row))  # older rows lack the newer columns
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())

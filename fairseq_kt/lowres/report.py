@@ -11,7 +11,7 @@ from pathlib import Path
 from fairseq_kt.lowres.runs import read_log
 from fairseq_kt.lowres.stats import mean_sd, paired_comparison
 
-__all__ = ["markdown_table", "plot_curves", "plot_results"]
+__all__ = ["acting_table", "markdown_table", "plot_curves", "plot_results"]
 
 _METRICS = (("wer", "WER %"), ("cer", "CER %"), ("homophone_acc", "homophone acc. %"))
 
@@ -74,6 +74,47 @@ def markdown_table(rows: Sequence[dict]) -> str:
         name = f"{method} ({variant})" if variant else method
         lines.append(f"| {subset} | {init} | {name} | {lam_text} | {n} | " + " | ".join(cells + diffs)
                      + f" | {seconds:.0f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _mean_of(rows: Sequence[dict], key: tuple, metric: str) -> float | None:
+    values = [float(r[metric]) for r in rows if _key(r) == key and r.get(metric) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def acting_table(rows: Sequence[dict], margin: float = 0.02) -> str:
+    """One markdown row per KT cell that logged the floors: k, the normalisation, the measured gradient shares, and
+    the head's statistic beside its floor (train: the last quarter's mean; valid: the last validation), with
+    whether it beat the floor by ``margin`` (2 points for CL accuracy)."""
+    head = ("| subset | method | k | normalize | seeds | kt_grad_share | quantity_grad_share | train head / floor | "
+            "valid head / floor | head beat its floor? |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for key in _cells(rows):
+        subset, _, method, _, variant = key
+        if method == "baseline" or _mean_of(rows, key, "kt_grad_share") is None:
+            continue
+        stat, floor = ("kt_accuracy", "kt_accuracy_floor") if method == "cl" else ("kt_cosine", "kt_cosine_floor")
+        scale = 1.0 if method == "cl" else 100.0  # both in percent points
+        values = {}
+        for split in ("train", "valid"):
+            h, f = _mean_of(rows, key, f"{split}_{stat}"), _mean_of(rows, key, f"{split}_{floor}")
+            values[split] = (h, f)
+        vh, vf = values["valid"]
+        beat = "—" if vh is None or vf is None else ("yes" if (vh - vf) * scale >= margin * 100 else "no")
+
+        def pair(h: float | None, f: float | None) -> str:
+            return "—" if h is None or f is None else f"{h:.3f} / {f:.3f}"
+
+        share = _mean_of(rows, key, "kt_grad_share")
+        quantity = _mean_of(rows, key, "quantity_grad_share")
+        k = _mean_of(rows, key, "kt_scale")
+        norm = next((r.get("kt_normalize") for r in rows if _key(r) == key), None) or "sample_size"
+        n = len(_by_seed(rows, key, "wer"))
+        name = f"{method} ({variant})" if variant else method
+        lines.append(
+            f"| {subset} | {name} | {k:.3g} | {norm} | {n} | {share:.3f} | "
+            f"{'—' if quantity is None else f'{quantity:.3f}'} | {pair(*values['train'])} | {pair(vh, vf)} | {beat} |"
+        )
     return "\n".join(lines)
 
 
