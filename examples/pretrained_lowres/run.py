@@ -149,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     sweep_seeds = tuple(int(s) for s in args.sweep_seeds.split(","))
     levels = tuple(float(x) for x in args.levels.split(","))
     plan.update(homophone_stages(setting, seeds, sweep_seeds, args.max_update_homophones, levels, args.best_methods))
-    if not args.report_only:
-        for name in chosen:
-            experiment.run_grid(setting, plan[name](), workers=args.workers)
+    if not args.report_only:  # one grid: runs go seed by seed across the chosen stages (complete pairs first)
+        cells = [cell for name in chosen for cell in plan[name]()]
+        experiment.run_grid(setting, list(dict.fromkeys(cells)), workers=args.workers)
     experiment.write_report(setting, out, " ".join(["python", *sys.argv]))
     if args.diagnose:
         experiment.write_diagnostics(setting, out)
