@@ -61,9 +61,17 @@ def test_demo_refuses_unknown_methods(tmp_path):
 def test_demo_table_states_setting_and_caveat(tmp_path):
     (tmp_path / "train.wrd").write_text("A\nB\n", encoding="utf-8")
     rows = [{"method": "baseline", "wer": 50.0, "cer": 20.0, "train_seconds": 100, "spec": {"max_update": 400},
-             "num_utterances": 200}]  # fmt: skip
+             "num_utterances": 200},
+            {"method": "rl_attention", "wer": 48.0, "cer": 19.0, "train_seconds": 110,
+             "spec": {"max_update": 400, "overrides": ["criterion.kt_scale=25"]}, "num_utterances": 200}]  # fmt: skip
     table = demo.format_table(rows, tmp_path)
     assert "2 labelled utterances" in table and "not evidence" in table and "examples/pretrained_lowres" in table
+    assert "homophones" in table and demo.DEMO_FINDING in table
+    kt_line = next(line for line in table.splitlines() if line.startswith("rl_attention"))
+    assert (
+        kt_line.split()[1] == "25"
+        and next(ln for ln in table.splitlines() if ln.startswith("baseline")).split()[1] == "—"
+    )
 
 
 def test_report_table_pairs_kt_with_the_baseline_of_its_subset():
