@@ -69,7 +69,7 @@ def homophone_stages(
     finished sweep)."""
 
     def calibration() -> list[Cell]:
-        return [Cell("homophones", m, 0.3, (1,), max_update=1, variant="cal") for m in HOMOPHONE_METHODS]
+        return [Cell("homophones", m, 0.3, (1,), max_update=4, variant="cal") for m in HOMOPHONE_METHODS]
 
     def sweep() -> list[Cell]:
         shares = experiment.calibrated_shares(setting, calibration())
