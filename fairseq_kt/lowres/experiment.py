@@ -210,7 +210,8 @@ def run_one(setting: Setting, cell: Cell, seed: int, threads: int | None = None)
     homo = homophone_score((refs[k], hyps.get(k, "")) for k in refs)
     valid = read_log(folder / "train.log")
     last = valid[-1] if valid else {}
-    inner = read_log(folder / "train.log", kinds=("train_inner",))
+    # training lines (a run shorter than a logging interval has only its epoch lines)
+    inner = read_log(folder / "train.log", kinds=("train_inner",)) or read_log(folder / "train.log", kinds=("train",))
     tail = inner[-max(len(inner) // 4, 1) :]  # the last quarter of training
     kt = cell.method != "baseline"
     return {
