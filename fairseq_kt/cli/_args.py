@@ -53,6 +53,17 @@ def parse_or_status(
         return exc.code if isinstance(exc.code, int) else 0
 
 
+def parse_paths_or_status(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], prog: str, options: Sequence[PathOption]
+) -> Union[argparse.Namespace, int]:
+    """:func:`parse_or_status`, then :func:`paths_or_status`: the arguments with absolute paths, or an exit status."""
+    args = parse_or_status(parser, argv, prog)
+    if isinstance(args, int):
+        return args
+    status = paths_or_status(args, options, prog)
+    return args if status is None else status
+
+
 def paths_or_status(args: argparse.Namespace, options: Sequence[PathOption], prog: str) -> Optional[int]:
     """Make the path arguments ``options`` of ``args`` absolute, in place; None, or 2 after a one-line error.
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status, quiet_fairseq_import
+from fairseq_kt.cli._args import OneLineErrorParser, parse_paths_or_status, quiet_fairseq_import
 from fairseq_kt.paths import PathOption
 
 with quiet_fairseq_import():
@@ -204,12 +204,9 @@ def _apply_arguments(args: argparse.Namespace, cif: CifSettings, step: StepSetti
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; return the exit status (0 on success, 2 on usage errors)."""
-    args = parse_or_status(build_parser(), argv, PROG)
+    args = parse_paths_or_status(build_parser(), argv, PROG, PATH_OPTIONS)
     if isinstance(args, int):
         return args
-    status = paths_or_status(args, PATH_OPTIONS, PROG)
-    if status is not None:
-        return status
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the teachers are local directories
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_paths_or_status
 from fairseq_kt.paths import PathOption
 
 PROG = "fairseq-kt-cache-teacher"
@@ -116,12 +116,9 @@ def _size(num_bytes: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``fairseq-kt-cache-teacher``; returns the exit status (0 ok, 1 write error, 2 usage/input)."""
     parser = build_parser()
-    args = parse_or_status(parser, argv, PROG)
+    args = parse_paths_or_status(parser, argv, PROG, PATH_OPTIONS)
     if isinstance(args, int):
         return args
-    status = paths_or_status(args, PATH_OPTIONS, PROG)
-    if status is not None:
-        return status
 
     from fairseq_kt.teacher.cache_build import build_cache
     from fairseq_kt.teacher.model import TeacherLoadError

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Optional
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_paths_or_status
 from fairseq_kt.paths import PathOption
 
 __all__ = ["PATH_OPTIONS", "build_parser", "main"]
@@ -63,12 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``fairseq-kt-import-hf``; returns the exit status (0 ok, 1 write error, 2 usage/input)."""
-    args = parse_or_status(build_parser(), argv, PROG)
+    args = parse_paths_or_status(build_parser(), argv, PROG, PATH_OPTIONS)
     if isinstance(args, int):
         return args
-    status = paths_or_status(args, PATH_OPTIONS, PROG)
-    if status is not None:
-        return status
 
     from fairseq_kt.checkpoints import cli_logging
     from fairseq_kt.import_hf import HfImportError, describe_import, import_hf_with_report

@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fairseq_kt.cli._args import OneLineErrorParser, parse_or_status, paths_or_status
+from fairseq_kt.cli._args import OneLineErrorParser, parse_paths_or_status
 from fairseq_kt.dataprep.audio import AudioSettings
 from fairseq_kt.dataprep.corpus import DataError, PrepareError
 from fairseq_kt.dataprep.prepare import REASONS, SOURCES, PrepareOptions, default_workers, prepare
@@ -191,12 +191,9 @@ def options_from_args(args: argparse.Namespace) -> PrepareOptions:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``fairseq-kt-prepare``; returns the exit status (0 ok, 1 data/IO problem, 2 usage error)."""
-    args = parse_or_status(build_parser(), argv, PROG)
+    args = parse_paths_or_status(build_parser(), argv, PROG, PATH_OPTIONS)
     if isinstance(args, int):
         return args
-    status = paths_or_status(args, PATH_OPTIONS, PROG)
-    if status is not None:
-        return status
     try:
         return prepare(options_from_args(args))
     except (PrepareError, DataFileError) as exc:
