@@ -97,6 +97,9 @@ def test_rl_cif_trains_evaluates_and_resumes(corpus, w2v, tiny_bert, tmp_path):
     ]
     out = hydra_train("demo_rl_cif", save, [*common, "optimization.max_update=4"])
     assert re.search(r"loss_kt=[\d.]+", out) and re.search(r"kt_cosine=", out), out[-3000:]
+    # every log says whether KT acts: the head's floor beside its statistic, KT's gradient share at update 0
+    assert re.search(r"train_inner.*kt_cosine_floor=[\d.]+", out) and re.search(r"valid.*kt_cosine_floor", out)
+    assert len(re.findall(r"train_inner.*kt_grad_share=[\d.]+.*quantity_grad_share=[\d.]+", out)) == 1
     assert _logged_kt_weights(out) == pytest.approx([0.3 * u / 8 for u in range(4)], abs=1e-4)
     assert "num_updates 4" in out or "num_updates=4" in out
 
@@ -141,6 +144,8 @@ def test_every_method_trains(corpus, w2v, tiny_bert, tiny_gpt2, tmp_path, method
     else:
         assert re.search(r"loss_kt=[\d.]+", out), out[-3000:]
         assert ("kt_accuracy=" in out) == (method == "cl")
+        floor = "kt_accuracy_floor=" if method == "cl" else "kt_cosine_floor="
+        assert floor in out and re.search(r"kt_grad_share=[\d.]+", out), out[-3000:]
 
 
 def test_warm_start_from_a_plain_ctc_checkpoint(corpus, w2v, tiny_bert, tmp_path):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the main comparison (and of hbase, hbest)")
     p.add_argument("--few-seeds", default="1,2,3", help="seeds of the control, sweep and 1h stages")
     p.add_argument("--sweep-seeds", default="1", help="seeds of each hsweep setting")
-    p.add_argument("--levels", default="1,3", help="hsweep: KT gradient shares to set k for (from hcal)")
+    p.add_argument("--levels", default="0.1,0.3,1,3", help="hsweep: KT gradient shares to set k for (from hcal)")
     p.add_argument("--best-methods", type=int, default=3, help="hbest: this many methods, best on validation first")
     p.add_argument("--max-update", type=int, default=400, help="updates per 10-minute run")
     p.add_argument("--max-update-1h", type=int, default=600, help="updates per 1-hour run")

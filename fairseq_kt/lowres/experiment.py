@@ -299,20 +299,23 @@ def calibrated_shares(setting: Setting, cells: Sequence[Cell]) -> dict[str, floa
 
 def best_on_validation(setting: Setting, cells: Sequence[Cell]) -> list[Cell]:
     """Per method, the cell with the lowest mean validation WER over its finished seeds (ties: the earlier cell),
-    best method first; test scores play no part.
+    best method first; cells not run are no candidates; test scores play no part.
 
     Raises:
-        RuntimeError: a cell has no finished run (run its stage first).
+        RuntimeError: a method has no finished cell (run its sweep first).
     """
     best: dict[str, tuple[float, Cell]] = {}
     for cell in cells:
         rows = _finished_rows(setting, cell)
         wers = [float(r["valid_wer"]) for r in rows if r.get("valid_wer") is not None]
-        if not wers:
-            raise RuntimeError(f"no finished run of {cell.method} {cell.variant}: run its sweep first")
+        if not wers:  # a setting not run (yet): not a candidate
+            continue
         score = sum(wers) / len(wers)
         if cell.method not in best or score < best[cell.method][0]:
             best[cell.method] = (score, cell)
+    missing = sorted({c.method for c in cells} - set(best))
+    if missing:
+        raise RuntimeError(f"no finished sweep run of {', '.join(missing)}: run its sweep first")
     return [cell for _, cell in sorted(best.values(), key=lambda item: item[0])]
 
 

@@ -68,8 +68,10 @@ def test_calibration_reads_the_logged_share_and_the_best_setting_is_chosen_on_va
     best = experiment.best_on_validation(setting, sweep)
     # rl_cif: 30 < 31, cl: 17.5 < 21; the best method first
     assert [(c.method, c.variant) for c in best] == [("cl", "share3"), ("rl_cif", "share3")]
-    with pytest.raises(RuntimeError, match="run its sweep first"):
-        experiment.best_on_validation(setting, [Cell("homophones", "rl_cif", 0.3, (9,), variant="share9")])
+    not_run = Cell("homophones", "rl_cif", 0.3, (9,), variant="share9")
+    assert experiment.best_on_validation(setting, [*sweep, not_run]) == best  # a setting not run is no candidate
+    with pytest.raises(RuntimeError, match="no finished sweep run of rl_attention"):
+        experiment.best_on_validation(setting, [Cell("homophones", "rl_attention", 0.3, (9,), variant="share9")])
     bad = [Cell("homophones", "rl_attention", 0.3, (1,), variant="cal")]
     _finish(setting, bad[0], 1, _row("rl_attention", "cal", 1, kt_grad_share=None))
     with pytest.raises(RuntimeError, match="logged no kt_grad_share"):
