@@ -43,7 +43,7 @@ class DemoOptions:
     """What the demo runs (``overrides`` apply to every method, after :data:`DEMO_KT`'s)."""
 
     workdir: Path
-    methods: tuple[str, ...] = ("baseline", "rl_attention")
+    methods: tuple[str, ...] = ("baseline", "rl_cif")
     max_update: int = 800
     seed: int = 1
     kt_weight: float = 0.3
