@@ -31,8 +31,15 @@ def test_grammar_is_deterministic_distinct_and_every_sentence_has_a_homophone():
     covered = [group for group in HOMOPHONES if sum(w in vocabulary for w in group) >= 2]
     assert len(covered) >= 25  # both spellings of most groups occur, each in its own contexts
     assert len(TEMPLATES) >= 30
-    with pytest.raises(ValueError, match="distinct new sentences"):
-        make_homophone_sentences(10**6)
+
+
+def test_a_grammar_too_small_for_the_request_is_refused(monkeypatch):
+    from fairseq_kt.lowres import homophone_grammar
+
+    monkeypatch.setattr(homophone_grammar, "TEMPLATES", (lambda r: "the sun was hot", lambda r: "the maid made tea"))
+    assert sorted(make_homophone_sentences(2)) == ["the maid made tea", "the sun was hot"]
+    with pytest.raises(ValueError, match="only 2 of 3 distinct new sentences"):
+        make_homophone_sentences(3)
 
 
 def test_homophone_pools_are_disjoint_and_stable():
