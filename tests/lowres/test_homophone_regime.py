@@ -121,7 +121,7 @@ def test_the_readme_experiment_command_runs_verbatim_with_relative_paths(tmp_pat
     work = os.path.relpath(tmp_path / "lowres_new", ROOT)
     argv = [sys.executable, *argv[1:]]
     argv[argv.index("--workdir") + 1] = work
-    argv += ["--seeds", "1", "--homophone-sizes", "4,3,8", "--max-update-homophones", "2", "--out",
+    argv += ["--seeds", "1", "--homophone-sizes", "4,3,8", "--max-update-homophones", "4", "--out",
              os.path.relpath(tmp_path / "out", ROOT), "--workers", "1"]  # fmt: skip
     proc = subprocess.run(argv, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
