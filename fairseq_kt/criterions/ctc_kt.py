@@ -399,8 +399,12 @@ class CtcKtCriterion(CtcCriterion):
             kt_nonfinite=int(not finite),
         )
         updates = self._updates(model)
-        if self.training and finite and self.grad_share_interval and updates is not None:
-            if updates % self.grad_share_interval == 0:
+        if self.training and self.grad_share_interval:
+            # the same keys on every worker and batch (fairseq sums logging outputs across workers by key)
+            logging_output.update(kt_grad_share_sum=0.0, kt_grad_share_n=0)
+            if self.quantity_weight > 0:
+                logging_output["quantity_grad_share_sum"] = 0.0
+            if finite and updates is not None and updates % self.grad_share_interval == 0:
                 weighted = {"ctc": (1.0 - kt_weight) * ctc_loss, "kt": kt_weight * kt_term}
                 if self.quantity_weight > 0:
                     weighted["quantity"] = self.quantity_weight * quantity_term
@@ -414,22 +418,30 @@ class CtcKtCriterion(CtcCriterion):
             logging_output["kt_correct"] = utils.item(kt.correct.data)
         else:
             logging_output["kt_cosine_sum"] = utils.item(kt.cosine_sum.data)
-        if finite and count > 0:
-            self._log_floor(logging_output, kt, targets, updates)
+        self._log_floor(logging_output, kt, targets, updates, finite and count > 0)
         if kt.count_error is not None:  # CIF in eval mode: the inference path's token-count error
             logging_output["kt_count_error_sum"] = utils.item(kt.count_error.data)
         return loss, sample_size, logging_output
 
-    def _log_floor(self, logging_output: dict, kt: KtLosses, targets: KtTargets, updates: Optional[int]) -> None:
-        """Add the batch's floor (``kt_cosine_floor_sum`` or ``kt_correct_floor``) and feed the floor warning."""
+    def _log_floor(
+        self, logging_output: dict, kt: KtLosses, targets: KtTargets, updates: Optional[int], scored: bool
+    ) -> None:
+        """Add the batch's floor (``kt_cosine_floor_sum`` or ``kt_correct_floor``; 0 when ``scored`` is False: the
+        key is there on every worker and batch) and feed the floor warning."""
         if self.kt_method == "cl":
             embeddings = self.objective.output_embeddings() if self.objective is not None else None
-            if embeddings is None:  # embeddings narrower than the states: no floor to read
+            if embeddings is None:  # embeddings narrower than the states: no floor to read (on every worker)
+                return
+            logging_output["kt_correct_floor"] = 0
+            if not scored:
                 return
             floor = utils.item(next_token_correct(targets.states, targets.tokens, targets.lengths, embeddings).data)
             logging_output["kt_correct_floor"] = floor
             head = utils.item(kt.correct.data)
         else:
+            logging_output["kt_cosine_floor_sum"] = 0.0
+            if not scored:
+                return
             if self.training or self.floor_mean.mean is None:
                 self.floor_mean.update(targets.states, targets.lengths)
             mean = self.floor_mean.mean
@@ -509,8 +521,8 @@ class CtcKtCriterion(CtcCriterion):
             _log_per_token("kt_accuracy_floor", "_kt_correct_floor", 100.0, 3)
         measured = total("kt_grad_share_n")
         for key in ("kt_grad_share", "quantity_grad_share"):
-            if any(f"{key}_sum" in log for log in logging_outputs):
-                metrics.log_scalar(key, total(f"{key}_sum") / max(measured, 1), measured, round=4)
+            if measured > 0 and any(f"{key}_sum" in log for log in logging_outputs):
+                metrics.log_scalar(key, total(f"{key}_sum") / measured, measured, round=4)
             _prune(key, lambda agg, key=key: agg[key].count == 0)  # only in intervals that measured it
 
     @staticmethod
