@@ -35,7 +35,7 @@ DEMO_KT: dict[str, tuple[str, ...]] = {
 ``kt_grad_share`` measured at the pretrained start with k = 1: 0.0022 rl_cif, 0.0020 rl_attention, 0.088 cl; the
 share then grows to ~0.5 over training). The homophone experiment chose this level on validation (``hsweep``)."""
 DEMO_FINDING = (
-    "with KT acting (rl_cif, k = 45.45: gradient share ~0.45, head cosine 0.68 against its floor of 0.27), WER did "
+    "with KT acting (rl_cif, k = 45.45: gradient share 0.50, head cosine 0.69 against its floor of 0.27), WER did "
     "not fall: 30.88 % vs the baseline's 30.36 %, paired difference +0.52 [-0.38, +1.42] points over 5 seeds; "
     "stronger KT (share >= 1) raised WER (README, Evidence)"
 )
