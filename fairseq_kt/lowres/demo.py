@@ -11,6 +11,7 @@ gives the experiment's finding.
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,12 @@ def _cl_teacher(work: Path, options: DemoOptions) -> str:
     return str(out)
 
 
+def _say(line: str) -> None:
+    """One whole line on stdout (the methods' threads print side by side)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_demo(options: DemoOptions) -> list[dict]:
     """Train and score every method (side by side, one thread each, when the machine has the cores); write
     ``results.txt``/``results.json`` to the work folder; return the rows."""
@@ -122,10 +129,10 @@ def run_demo(options: DemoOptions) -> list[dict]:
 
     def one(spec: RunSpec) -> dict:
         folder = work / "runs" / spec.method
-        print(f"[demo] {spec.method}: training {spec.max_update} updates ({folder / 'train.log'})", flush=True)
+        _say(f"[demo] {spec.method}: training {spec.max_update} updates ({folder / 'train.log'})")
         record = train(spec, folder, echo=workers == 1, threads=threads)
         result = evaluate(record["checkpoint"], str(data), "test", threads=threads)
-        print(f"[demo] {spec.method}: test WER {result['wer']:.2f} %, CER {result['cer']:.2f} %", flush=True)
+        _say(f"[demo] {spec.method}: test WER {result['wer']:.2f} %, CER {result['cer']:.2f} %")
         return {"method": spec.method, "kt_weight": options.kt_weight, **record, **result}
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
